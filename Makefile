@@ -1,0 +1,33 @@
+# All set-up happens here: `make demo` and `make test` create/reuse .venv and install exactly what is needed.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The CPU torch wheel lives on this machine's disk; PyPI's default torch is a multi-GB CUDA build.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q $(FIND_LINKS)
+DATA   ?= ../shared/data
+OUT    ?= artifacts
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade pip setuptools wheel
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/clip4rec demo --data $(DATA) --out $(OUT)/demo
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(OUT)

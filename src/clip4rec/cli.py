@@ -1,0 +1,39 @@
+"""Command line: one command per pipeline stage, each a thin layer over the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="clip4rec: multimodal sequential recommendation (offline item encoding, online user tower).")
+
+
+def _register_stage_commands() -> None:
+    # Each stage owns its commands in its own module and attaches them here.
+    from clip4rec.data import cli as data_cli
+    data_cli.register(app)
+    for module in ("clip4rec.encode.cli", "clip4rec.train.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_stage_commands()
+
+
+@app.command("demo")
+def demo_cmd(data: Path = typer.Option(Path("../shared/data"), "--data", help="folder holding ml100k-posters/"),
+             out: Path = typer.Option(Path("artifacts/demo"), "--out"),
+             seed: int = typer.Option(42, "--seed")) -> None:
+    """Run the whole pipeline on ML-100K with posters and print the metrics table."""
+    from clip4rec.demo import run_demo
+    run_demo(data, out, seed=seed)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,91 @@
+"""Typed settings. A config file (YAML or TOML) is validated strictly: an unknown or mistyped key is an
+error that names it. Command-line flags override the file; the effective config is saved with every artifact."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(Strict):
+    kind: Literal["loo", "cold"] = "loo"
+    cold_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class ModelConfig(Strict):
+    variant: str = "id"
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    max_len: int = Field(50, ge=2)
+
+
+class TrainConfig(Strict):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(10, ge=1)       # epochs without a better validation NDCG@10
+    time_limit_s: float | None = None     # wall-clock cap on training; the best checkpoint so far is kept
+    threads: int | None = None            # torch intra-op threads; None = torch default
+
+
+class EvalConfig(Strict):
+    ks: list[int] = [5, 10, 20]
+    # Default False: RecBole and the published results on these splits rank every item, seen or not.
+    exclude_seen: bool = False
+    run_depth: int = Field(100, ge=1)     # ranks written per user to the TREC run file
+    n_boot: int = Field(1000, ge=0)
+    batch_size: int = Field(1024, ge=1)
+
+
+class Config(Strict):
+    seed: int = 42
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Config from an optional file, then dotted overrides such as {"train.lr": 3e-4} (None values ignored)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file must be .yaml, .yml or .toml: {path}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid config{f' in {path}' if path else ''}: {problems}") from None

@@ -1,0 +1,154 @@
+"""Full ranking of every item for each evaluation case (no sampled negatives).
+
+One evaluation case = (history, target). The ranker calls a model's ``score_fn`` on batches of
+histories, ranks *all* ``n_items`` items and records, per case, the full rank of the target plus the
+top-``depth`` list (for beyond-accuracy metrics and TREC run files).
+
+Order is total and deterministic: score descending, ties broken by the lower item index first.
+
+``exclude_seen``: items in the history get score ``-inf`` and are dropped from the ranking -- except
+the target itself. Users do re-consume items; excluding a re-consumed target would make it unrankable
+and silently turn every such case into a miss, so the target always stays in the candidate set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+ScoreFn = Callable[[list[np.ndarray]], "torch.Tensor | np.ndarray"]
+
+
+@dataclass
+class Rankings:
+    """Result of :func:`rank_cases` for ``n`` cases.
+
+    ranks: int64 [n], 1-based full rank of the target among the non-excluded items.
+    top_items: int64 [n, depth], best first; padded with -1 when fewer than ``depth`` items are rankable.
+    top_scores: float32 [n, depth], aligned with ``top_items``; -inf on padding.
+    """
+
+    ranks: np.ndarray
+    top_items: np.ndarray
+    top_scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ranks)
+
+
+def rank_cases(
+    score_fn: ScoreFn,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    n_items: int,
+    exclude_seen: bool,
+    depth: int,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Rankings:
+    """Rank all items for every case; see the module docstring for the ordering and exclusion rules."""
+    targets = np.asarray(targets, dtype=np.int64)
+    n = len(targets)
+    if len(histories) != n:
+        raise ValueError(f"{len(histories)} histories but {n} targets")
+    if n and (targets.min() < 0 or targets.max() >= n_items):
+        raise ValueError("target item index out of range [0, n_items)")
+    if depth < 1 or batch_size < 1:
+        raise ValueError("depth and batch_size must be >= 1")
+    depth = min(depth, n_items)
+
+    ranks = np.empty(n, dtype=np.int64)
+    top_items = np.empty((n, depth), dtype=np.int64)
+    top_scores = np.empty((n, depth), dtype=np.float32)
+    item_index = torch.arange(n_items)
+
+    bar = tqdm(total=n, unit="case", desc="ranking", disable=not progress)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        batch_hist = [np.asarray(h, dtype=np.int64) for h in histories[start:stop]]
+        t = torch.from_numpy(targets[start:stop])
+        with torch.no_grad():
+            scores = torch.as_tensor(score_fn(batch_hist))
+        scores = scores.detach().cpu()
+        if not scores.is_floating_point():
+            scores = scores.float()
+        if scores.shape != (stop - start, n_items):
+            raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {(stop - start, n_items)}")
+        if torch.isnan(scores).any():
+            raise ValueError("score_fn returned NaN scores")  # NaN has no place in a total order
+
+        excluded = None
+        if exclude_seen:
+            excluded = _exclusion_mask(batch_hist, t, n_items)
+            # Copy: score_fn may hand back a view of its own cache, which we must not overwrite.
+            scores = scores.masked_fill(excluded, float("-inf"))
+
+        ranks[start:stop] = _target_ranks(scores, t, item_index, excluded).numpy()
+        items, vals = _top_depth(scores, depth, excluded)
+        top_items[start:stop] = items.numpy()
+        top_scores[start:stop] = vals.to(torch.float32).numpy()
+        bar.update(stop - start)
+    bar.close()
+    return Rankings(ranks=ranks, top_items=top_items, top_scores=top_scores)
+
+
+def _exclusion_mask(histories: list[np.ndarray], targets: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Bool [b, n_items]: history items of each row, never the row's target."""
+    mask = torch.zeros((len(histories), n_items), dtype=torch.bool)
+    lengths = [len(h) for h in histories]
+    if sum(lengths) == 0:
+        return mask
+    cols = torch.from_numpy(np.concatenate(histories))
+    if cols.min() < 0 or cols.max() >= n_items:
+        raise ValueError("history item index out of range [0, n_items)")
+    rows = torch.repeat_interleave(torch.arange(len(histories)), torch.tensor(lengths))
+    mask[rows, cols] = True
+    mask[torch.arange(len(histories)), targets] = False
+    return mask
+
+
+def _target_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, item_index: torch.Tensor, excluded: torch.Tensor | None
+) -> torch.Tensor:
+    """1 + #(score > s_t) + #(score == s_t and index < t), counted over non-excluded items."""
+    s_t = scores.gather(1, targets[:, None])
+    ties_before = (scores == s_t) & (item_index[None, :] < targets[:, None])
+    if excluded is not None:
+        # Excluded items sit at -inf; they only tie with a target the model itself scored -inf.
+        ties_before &= ~excluded
+    return 1 + (scores > s_t).sum(1) + ties_before.sum(1)
+
+
+def _top_depth(
+    scores: torch.Tensor, depth: int, excluded: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``depth`` (items, scores) per row in the total order (score desc, index asc)."""
+    n_items = scores.shape[1]
+    _, idx = torch.topk(scores, depth, dim=1, sorted=False)
+    # topk's choice among scores tied at the cutoff is arbitrary, and a -inf cutoff may pull in
+    # excluded items. Rows where that can happen are selected again on an integer key: above the
+    # cutoff beats tied-at-cutoff, and among the tied the lower index wins (no full sort, so
+    # tie-heavy scorers such as popularity stay cheap).
+    kth = scores.gather(1, idx).min(1, keepdim=True).values
+    redo = (((scores >= kth).sum(1) > depth) | torch.isneginf(kth.squeeze(1))).nonzero().squeeze(1)
+    if len(redo):
+        s, k = scores[redo], kth[redo]
+        tied = s == k
+        if excluded is not None:
+            tied &= ~excluded[redo]
+        key = torch.where(tied, n_items - torch.arange(n_items, dtype=torch.int32), 0)
+        key.masked_fill_(s > k, n_items + 1)
+        sel_key, sel = torch.topk(key, depth, dim=1)
+        idx[redo] = sel.masked_fill(sel_key == 0, n_items)  # key 0: excluded, i.e. padding
+
+    # Order the selected set: index ascending, then a stable sort on score descending. Padding
+    # (index n_items, score -inf) starts last and stays last among the -inf scores.
+    idx = idx.sort(dim=1).values
+    is_pad = idx == n_items
+    vals = scores.gather(1, idx.clamp(max=n_items - 1)).masked_fill(is_pad, float("-inf"))
+    vals, perm = vals.sort(dim=1, descending=True, stable=True)
+    return idx.gather(1, perm).masked_fill(is_pad.gather(1, perm), -1), vals

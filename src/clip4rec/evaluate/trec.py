@@ -1,0 +1,112 @@
+"""TREC run / qrels files, and an independent metric computation from them.
+
+Run line:   ``user Q0 item rank score tag``  (rank 1-based, item = the item_id string)
+Qrels line: ``user 0 item 1``
+
+:func:`metrics_from_trec` deliberately shares no code with ``metrics.py``: plain dicts and loops, so
+tests can cross-check the vectorised path against it (and others can check us with trec_eval).
+
+Caveats, because a run file is a truncated ranking:
+- A target missing from the run counts as a miss: 0 for recall/ndcg/hr and reciprocal rank 0, whereas
+  the full-rank MRR in ``metrics.py`` is still 1/rank. Runs written with depth = n_items (all items
+  rankable) reproduce the full-rank metrics exactly.
+- We read ranks from the rank column. trec_eval instead re-sorts by score (ties by docno descending),
+  so it may order genuinely tied scores differently; scores are written with 9 significant digits,
+  which round-trips float32 exactly, so only true ties are affected.
+- The mean runs over every query in the qrels (a query absent from the run scores 0), like
+  ``trec_eval -c``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clip4rec.evaluate.ranking import Rankings
+
+
+def _check_ids(user_ids: Sequence[str]) -> None:
+    if len(set(user_ids)) != len(user_ids):
+        raise ValueError("user ids must be unique: each is one TREC query")
+    if any(not u or any(c.isspace() for c in u) for u in user_ids):
+        raise ValueError("user ids must be non-empty and contain no whitespace")
+
+
+def write_run(path: str | Path, user_ids: Sequence[str], rankings: Rankings, item_ids: Sequence[str], tag: str) -> None:
+    """One line per (user, ranked item); the -1 padding of short lists is skipped."""
+    user_ids = list(user_ids)
+    _check_ids(user_ids)
+    if len(user_ids) != len(rankings):
+        raise ValueError(f"{len(user_ids)} user ids but {len(rankings)} rankings")
+    with open(path, "w", encoding="utf-8") as f:
+        for u, items, scores in zip(user_ids, rankings.top_items, rankings.top_scores):
+            lines = [
+                f"{u} Q0 {item_ids[i]} {r} {s:.9g} {tag}\n"
+                for r, (i, s) in enumerate(zip(items.tolist(), scores.tolist()), start=1)
+                if i >= 0
+            ]
+            f.writelines(lines)
+
+
+def write_qrels(path: str | Path, user_ids: Sequence[str], targets: np.ndarray, item_ids: Sequence[str]) -> None:
+    user_ids = list(user_ids)
+    _check_ids(user_ids)
+    if len(user_ids) != len(targets):
+        raise ValueError(f"{len(user_ids)} user ids but {len(targets)} targets")
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{u} 0 {item_ids[t]} 1\n" for u, t in zip(user_ids, np.asarray(targets).tolist()))
+
+
+def read_run(path: str | Path) -> dict[str, list[tuple[str, int, float]]]:
+    """{query: [(doc, rank, score), ...]} sorted by rank."""
+    run: dict[str, list[tuple[str, int, float]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            q, _, doc, rank, score, _tag = line.split()
+            run.setdefault(q, []).append((doc, int(rank), float(score)))
+    for docs in run.values():
+        docs.sort(key=lambda d: d[1])
+    return run
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """{query: {doc: relevance}}."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            q, _, doc, rel = line.split()
+            qrels.setdefault(q, {})[doc] = int(rel)
+    return qrels
+
+
+def metrics_from_trec(run_path: str | Path, qrels_path: str | Path, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
+    """Mean recall@k, ndcg@k (binary gain), hr@k and mrr over the qrels queries; handles any number of
+    relevant docs per query."""
+    run, qrels = read_run(run_path), read_qrels(qrels_path)
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hr")] + ["mrr"]
+    sums = {name: 0.0 for name in names}
+    n_queries = 0
+    for q, judged in qrels.items():
+        relevant = {d for d, rel in judged.items() if rel > 0}
+        if not relevant:
+            continue
+        n_queries += 1
+        ranked = [doc for doc, _, _ in run.get(q, [])]
+        hit_positions = [pos for pos, doc in enumerate(ranked, start=1) if doc in relevant]
+        for k in ks:
+            hits = [p for p in hit_positions if p <= k]
+            ideal = sum(1.0 / math.log2(p + 1) for p in range(1, min(k, len(relevant)) + 1))
+            sums[f"recall@{k}"] += len(hits) / len(relevant)
+            sums[f"ndcg@{k}"] += sum(1.0 / math.log2(p + 1) for p in hits) / ideal
+            sums[f"hr@{k}"] += 1.0 if hits else 0.0
+        sums["mrr"] += 1.0 / hit_positions[0] if hit_positions else 0.0
+    if n_queries == 0:
+        raise ValueError("qrels have no relevant documents")
+    return {name: s / n_queries for name, s in sums.items()}

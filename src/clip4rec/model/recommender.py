@@ -1,0 +1,57 @@
+"""Sequential recommender = item table + user tower; score = user vector · every item vector.
+
+Online cost is one user-tower pass and one matrix-vector product against the precomputed table,
+whatever the item side was built from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pad_right(sequences: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last `max_len` items of each sequence, right-padded with -1; returns (items [B, L], mask [B, L])."""
+    clipped = [np.asarray(s[-max_len:], dtype=np.int64) for s in sequences]
+    length = max((len(s) for s in clipped), default=1) or 1
+    items = torch.full((len(clipped), length), -1, dtype=torch.long)
+    for row, seq in enumerate(clipped):
+        items[row, : len(seq)] = torch.from_numpy(seq)
+    return items, items >= 0
+
+
+class SequentialRecommender(nn.Module):
+    def __init__(self, item_side: nn.Module, tower: nn.Module, max_len: int):
+        super().__init__()
+        self.item_side, self.tower, self.max_len = item_side, tower, max_len
+
+    def item_table(self) -> torch.Tensor:
+        return self.item_side()
+
+    def hidden_states(self, items: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        inputs = F.embedding(items.clamp(min=0), table) * mask[..., None]
+        return self.tower(inputs, mask)
+
+    def loss(self, items: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy on the next item at every real position."""
+        table = self.item_table()
+        hidden = self.hidden_states(items, mask, table)
+        logits = hidden[mask] @ table.T
+        return F.cross_entropy(logits, targets[mask])
+
+    @torch.inference_mode()
+    def user_vectors(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
+        table = self.item_table() if table is None else table
+        items, mask = pad_right(histories, self.max_len)
+        hidden = self.hidden_states(items, mask, table)
+        last = mask.sum(1) - 1
+        return hidden[torch.arange(len(last)), last]
+
+    @torch.inference_mode()
+    def score(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
+        table = self.item_table() if table is None else table
+        return self.user_vectors(histories, table) @ table.T

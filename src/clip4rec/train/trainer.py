@@ -1,0 +1,157 @@
+"""Training loop: next-item full-softmax cross-entropy, early stopping on validation NDCG@10,
+a checkpoint every epoch (a killed run resumes from the last one), best weights kept in safetensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from clip4rec.config import Config
+from clip4rec.data.splits import Split
+from clip4rec.evaluate.metrics import case_metrics
+from clip4rec.evaluate.ranking import rank_cases
+from clip4rec.model.recommender import SequentialRecommender, pad_right
+
+CHECKPOINT = "checkpoint.pt"
+BEST_WEIGHTS = "model.safetensors"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def training_windows(sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Cut each training sequence into windows of max_len+1 items, from the end backwards.
+
+    Consecutive windows overlap by one item, so every next-item target is trained on exactly once per epoch
+    (inputs = window[:-1], targets = window[1:]). Sequences of one item have no target and give no window.
+    """
+    windows = []
+    for seq in sequences:
+        end = len(seq)
+        while end > 1:
+            start = max(0, end - max_len - 1)
+            windows.append(seq[start:end])
+            end = start + 1
+    return windows
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid_ndcg10: float
+    epochs_run: int
+    seconds_per_epoch: float
+    train_seconds: float
+    stopped_by: str
+    history: list[dict[str, Any]]
+
+
+def validation_ndcg10(model: SequentialRecommender, split: Split, batch_size: int, exclude_seen: bool) -> float:
+    model.eval()
+    table = model.item_table().detach()
+    rankings = rank_cases(lambda hs: model.score(hs, table), split.valid.histories, split.valid.targets,
+                          split.n_items, exclude_seen=exclude_seen, depth=10, batch_size=batch_size)
+    return float(case_metrics(rankings.ranks, ks=(10,))["ndcg@10"].mean())
+
+
+def train_model(model: SequentialRecommender, split: Split, config: Config, run_dir: Path,
+                progress: bool = True) -> TrainResult:
+    """Train in place; on return `model` holds the best-validation weights (also in run_dir/model.safetensors)."""
+    tcfg = config.train
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    seed_everything(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    windows = training_windows(split.train_sequences, config.model.max_len)
+    if not windows:
+        raise ValueError("no training windows: every training sequence is shorter than 2 items")
+    state = {"epoch": 0, "best_epoch": 0, "best": -1.0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.exists():
+        state = _restore(ckpt_path, model, optimizer)
+        print(f"resuming from {ckpt_path} after epoch {state['epoch']}")
+    log_path = run_dir / "train_log.jsonl"
+    stopped_by = "max_epochs"
+    while state["epoch"] < tcfg.max_epochs:
+        if state["bad_epochs"] >= tcfg.patience:
+            stopped_by = "early_stopping"
+            break
+        if tcfg.time_limit_s is not None and state["train_seconds"] >= tcfg.time_limit_s:
+            stopped_by = "time_limit"
+            break
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        # Per-epoch generator: shuffling depends on (seed, epoch) only, so a resumed run replays identically.
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(windows))
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        model.train()
+        total, batches = 0.0, range(0, len(order), tcfg.batch_size)
+        for start in tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False, unit="batch"):
+            chunk = [windows[i] for i in order[start:start + tcfg.batch_size]]
+            items, mask = pad_right(chunk, config.model.max_len + 1)
+            inputs, targets, in_mask = items[:, :-1], items[:, 1:], mask[:, 1:]
+            loss = model.loss(inputs, targets, in_mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        train_time = time.perf_counter() - started
+        ndcg = validation_ndcg10(model, split, config.eval.batch_size, config.eval.exclude_seen)
+        epoch_time = time.perf_counter() - started
+        state["train_seconds"] += epoch_time
+        row = {"epoch": epoch, "loss": total / len(batches), "valid_ndcg@10": ndcg,
+               "train_s": round(train_time, 3), "epoch_s": round(epoch_time, 3)}
+        state["history"].append(row)
+        if ndcg > state["best"]:
+            state.update(best=ndcg, best_epoch=epoch, bad_epochs=0)
+            _atomic_save_weights(model, run_dir / BEST_WEIGHTS)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        _checkpoint(ckpt_path, model, optimizer, state)
+        with log_path.open("a") as log:
+            log.write(json.dumps(row) + "\n")
+        print(f"epoch {epoch}: loss {row['loss']:.4f}  valid ndcg@10 {ndcg:.4f}  "
+              f"{epoch_time:.1f}s{'  *' if state['best_epoch'] == epoch else ''}", flush=True)
+    else:
+        if state["bad_epochs"] >= tcfg.patience:
+            stopped_by = "early_stopping"
+    from safetensors.torch import load_file
+    model.load_state_dict(load_file(run_dir / BEST_WEIGHTS))
+    epochs = len(state["history"])
+    per_epoch = float(np.mean([h["epoch_s"] for h in state["history"]])) if epochs else 0.0
+    return TrainResult(state["best_epoch"], state["best"], epochs, per_epoch, state["train_seconds"],
+                       stopped_by, state["history"])
+
+
+def _atomic_save_weights(model: torch.nn.Module, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "state": json.dumps(state)}, tmp)
+    os.replace(tmp, path)
+
+
+def _restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    blob = torch.load(path, weights_only=True)  # tensors and plain containers only: no arbitrary unpickling
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    return json.loads(blob["state"])
