@@ -152,6 +152,15 @@ def test_bootstrap_deterministic_contains_mean_and_shrinks():
     assert bootstrap_ci({"x": np.ones(10)}, n_boot=50)["x"] == (1.0, 1.0)
 
 
+def test_bootstrap_width_matches_normal_approximation():
+    # 400 cases, half hits: the mean's standard error is 0.025, so a 95% CI spans about 2 * 1.96 * 0.025.
+    per = {"hit": np.tile([0.0, 1.0], 200)}
+    lo, hi = bootstrap_ci(per, n_boot=2000, seed=0)["hit"]
+    assert hi - lo == pytest.approx(2 * 1.96 * 0.025, rel=0.15)
+    lo50, hi50 = bootstrap_ci(per, n_boot=2000, seed=0, alpha=0.5)["hit"]
+    assert hi50 - lo50 == pytest.approx(2 * 0.674 * 0.025, rel=0.15)
+
+
 def test_bootstrap_mask_uses_only_selected_cases():
     per = {"x": np.array([0.0, 0.0, 1.0, 1.0])}
     assert bootstrap_ci(per, n_boot=20, mask=np.array([False, False, True, True]))["x"] == (1.0, 1.0)
@@ -207,6 +216,13 @@ def test_head_tail_definition():
     assert m["warm"].all() and not m["cold"].any()
 
 
+def test_head_items_matches_python_reference_with_many_ties():
+    counts = np.random.default_rng(0).integers(0, 4, size=1000)
+    order = sorted((i for i in range(1000) if counts[i] > 0), key=lambda i: (-counts[i], i))
+    expected = sorted(order[: math.ceil(0.2 * len(order))])
+    assert np.flatnonzero(head_items(counts)).tolist() == expected
+
+
 def test_evaluate_rankings_structure_and_values():
     ranks = np.array([1, 3, 11, 25])
     top = np.array([[0, 1, 2, 3, 4]] * 2 + [[5, 6, 7, 8, 9]] * 2)
@@ -227,3 +243,12 @@ def test_evaluate_rankings_structure_and_values():
     assert table.splitlines()[0] == "| segment | n | recall@5 | mrr |"
     assert "| cold | 0 | - | - |" in table
     assert metrics_table(res, fmt="text", with_ci=False).splitlines()[1].startswith("overall  4")
+
+
+def test_low_precision_and_numpy_scores():
+    scores = np.array([[1, 3, 3, 0]], dtype=np.int64)
+    r = rank_cases(lambda hs: scores, [np.array([], dtype=np.int64)], np.array([2]), 4, True, 2)
+    assert r.ranks.tolist() == [2] and r.top_items.tolist() == [[1, 2]]
+    half = lambda hs: torch.tensor([[0.5, 0.25, 0.75, 0.75]], dtype=torch.bfloat16)  # noqa: E731
+    r = rank_cases(half, [np.array([0])], np.array([3]), 4, True, 4, progress=True)
+    assert r.ranks.tolist() == [2] and r.top_items.tolist() == [[2, 3, 1, -1]]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-ScoreFn = Callable[[list[np.ndarray]], "torch.Tensor | np.ndarray"]
+ScoreFn = Callable[[list[np.ndarray]], torch.Tensor | np.ndarray]
 
 
 @dataclass
@@ -74,8 +74,8 @@ def rank_cases(
         with torch.no_grad():
             scores = torch.as_tensor(score_fn(batch_hist))
         scores = scores.detach().cpu()
-        if not scores.is_floating_point():
-            scores = scores.float()
+        if scores.dtype not in (torch.float32, torch.float64):
+            scores = scores.float()  # ints, half, bfloat16: exact in float32, and CPU kernels exist for it
         if scores.shape != (stop - start, n_items):
             raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {(stop - start, n_items)}")
         if torch.isnan(scores).any():
@@ -120,7 +120,8 @@ def _target_ranks(
     if excluded is not None:
         # Excluded items sit at -inf; they only tie with a target the model itself scored -inf.
         ties_before &= ~excluded
-    return 1 + (scores > s_t).sum(1) + ties_before.sum(1)
+    # count_nonzero, not bool.sum(): the latter widens to int64 first and is several times slower.
+    return 1 + torch.count_nonzero(scores > s_t, dim=1) + torch.count_nonzero(ties_before, dim=1)
 
 
 def _top_depth(
@@ -134,7 +135,8 @@ def _top_depth(
     # cutoff beats tied-at-cutoff, and among the tied the lower index wins (no full sort, so
     # tie-heavy scorers such as popularity stay cheap).
     kth = scores.gather(1, idx).min(1, keepdim=True).values
-    redo = (((scores >= kth).sum(1) > depth) | torch.isneginf(kth.squeeze(1))).nonzero().squeeze(1)
+    ambiguous = torch.count_nonzero(scores >= kth, dim=1) > depth
+    redo = (ambiguous | torch.isneginf(kth.squeeze(1))).nonzero().squeeze(1)
     if len(redo):
         s, k = scores[redo], kth[redo]
         tied = s == k

@@ -32,15 +32,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def training_windows(sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
-    """Cut each training sequence into windows of max_len+1 items, from the end backwards.
+def training_windows(sequences: list[np.ndarray], max_len: int,
+                     rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Cut each training sequence into windows of at most max_len+1 items, from the end backwards.
 
     Consecutive windows overlap by one item, so every next-item target is trained on exactly once per epoch
-    (inputs = window[:-1], targets = window[1:]). Sequences of one item have no target and give no window.
+    (inputs = window[:-1], targets = window[1:]). With `rng`, the cut points shift by a random offset each
+    epoch, so over epochs every target is seen with contexts of many lengths (long sequences would
+    otherwise always give the same short contexts to the same targets).
     """
     windows = []
     for seq in sequences:
         end = len(seq)
+        if rng is not None and end > max_len + 1:
+            first = end - int(rng.integers(0, max_len))  # first window may be shorter than max_len+1
+            windows.append(seq[max(0, first - 1):end])
+            end = first
         while end > 1:
             start = max(0, end - max_len - 1)
             windows.append(seq[start:end])
@@ -75,8 +82,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
         torch.set_num_threads(tcfg.threads)
     seed_everything(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    windows = training_windows(split.train_sequences, config.model.max_len)
-    if not windows:
+    if not training_windows(split.train_sequences, config.model.max_len):
         raise ValueError("no training windows: every training sequence is shorter than 2 items")
     state = {"epoch": 0, "best_epoch": 0, "best": -1.0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
     ckpt_path = run_dir / CHECKPOINT
@@ -95,7 +101,9 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         # Per-epoch generator: shuffling depends on (seed, epoch) only, so a resumed run replays identically.
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(windows))
+        rng = np.random.default_rng([config.seed, epoch])
+        windows = training_windows(split.train_sequences, config.model.max_len, rng)
+        order = rng.permutation(len(windows))
         torch.manual_seed(config.seed * 1_000_003 + epoch)
         model.train()
         total, batches = 0.0, range(0, len(order), tcfg.batch_size)
