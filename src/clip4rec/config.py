@@ -21,7 +21,16 @@ class SplitConfig(Strict):
 
 
 class ModelConfig(Strict):
-    variant: str = "id"
+    variant: Literal["id", "text", "image", "fused", "fused-id"] = "id"
+    # Embedding stores (from `clip4rec encode`) the content variants read; modalities are "name" or
+    # "encoder:name" (e.g. "lite:image", "item-llm:llm_text"). Empty = the variant's default modalities.
+    stores: list[str] = []
+    modalities: list[str] = []
+    fusion: Literal["concat", "mean", "gated"] = "gated"
+    backbone: Literal["scratch", "smollm2"] = "scratch"
+    llm_layers: int = Field(2, ge=1, le=30)     # smollm2: first N pretrained layers
+    llm_train: Literal["full", "frozen", "lora"] = "lora"
+    lora_rank: int = Field(8, ge=1)
     hidden: int = Field(64, ge=8)
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)

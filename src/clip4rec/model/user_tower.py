@@ -43,6 +43,15 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def _init_weights(module: nn.Module) -> None:
+    # Small normal init (as SASRec/BERT/GPT-2): torch's default N(0, 1) position embeddings would drown
+    # the 0.02-scale item vectors before the first LayerNorm.
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class CausalTransformer(nn.Module):
     """Right-padded sequences; position 0 is the oldest item of the window."""
 
@@ -54,6 +63,7 @@ class CausalTransformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
         self.out_norm = nn.LayerNorm(hidden)
+        self.apply(_init_weights)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, length, _ = inputs.shape

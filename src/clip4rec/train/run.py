@@ -27,22 +27,66 @@ from clip4rec.data.splits import Split, make_split
 from clip4rec.evaluate.ranking import rank_cases
 from clip4rec.evaluate.segments import evaluate_rankings
 from clip4rec.evaluate.trec import write_qrels, write_run
+from clip4rec.model.fusion import ContentFusion, GatedIdBlend
 from clip4rec.model.item_side import IdItemTable
 from clip4rec.model.recommender import SequentialRecommender
 from clip4rec.model.user_tower import CausalTransformer
 from clip4rec.train.trainer import BEST_WEIGHTS, seed_everything, train_model
 
-VARIANTS = ("id",)
+VARIANTS = ("id", "text", "image", "fused", "fused-id")
+DEFAULT_MODALITIES = {"text": ["llm_text"], "image": ["image"], "fused": ["image", "llm_text"],
+                      "fused-id": ["image", "llm_text"]}
 
 
 def build_model(config: Config, split: Split) -> SequentialRecommender:
     seed_everything(config.seed)  # parameter init is part of "same seed, same numbers"
     m = config.model
-    if m.variant != "id":
-        raise ValueError(f"unknown variant {m.variant!r}; available: {', '.join(VARIANTS)}")
-    item_side = IdItemTable(split.n_items, m.hidden)
-    tower = CausalTransformer(m.hidden, m.layers, m.heads, m.dropout, m.max_len)
+    if m.variant == "id":
+        item_side: torch.nn.Module = IdItemTable(split.n_items, m.hidden)
+    else:
+        modalities = load_modalities(m.stores, m.modalities or DEFAULT_MODALITIES[m.variant], split.item_ids)
+        item_side = ContentFusion(modalities, m.hidden, kind=m.fusion)
+        if m.variant == "fused-id":
+            item_side = GatedIdBlend(item_side, split.train_counts, m.hidden)
+    tower = build_tower(m)
     return SequentialRecommender(item_side, tower, m.max_len)
+
+
+def build_tower(m) -> torch.nn.Module:
+    if m.backbone == "scratch":
+        return CausalTransformer(m.hidden, m.layers, m.heads, m.dropout, m.max_len)
+    from clip4rec.model.user_llm import SmolLMTower
+    return SmolLMTower(m.hidden, m.llm_layers, m.max_len, train_mode=m.llm_train, lora_rank=m.lora_rank,
+                       dropout=m.dropout)
+
+
+def load_modalities(stores: list[str], wanted: list[str], item_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Content tables aligned to the split's item order; items a store lacks get mask False (counted)."""
+    from clip4rec.encode.store import EmbeddingStore
+    if not stores:
+        raise ValueError(f"content modalities {wanted} need --store (run `clip4rec encode` first)")
+    opened = [EmbeddingStore.load(path) for path in stores]
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for spec in wanted:
+        encoder, _, name = spec.rpartition(":")
+        found = [(st, enc) for st in opened for enc in st.encoders
+                 if (not encoder or enc == encoder) and name in st.modalities(enc)]
+        if not found:
+            raise ValueError(f"modality {spec!r} is in none of the stores {stores}")
+        if len(found) > 1:
+            raise ValueError(f"modality {spec!r} is in several stores/encoders "
+                             f"({[e for _, e in found]}); write it as ENCODER:{name}")
+        store, enc = found[0]
+        ids, vectors, mask = store.vectors(name, encoder=enc)
+        row = {item: i for i, item in enumerate(ids)}
+        index = np.array([row.get(item, -1) for item in item_ids])
+        table = np.zeros((len(item_ids), vectors.shape[1]), np.float32)
+        usable = np.zeros(len(item_ids), bool)
+        present = index >= 0
+        table[present] = vectors[index[present]]
+        usable[present] = mask[index[present]]
+        out[f"{enc}:{name}"] = (table, usable)
+    return out
 
 
 def split_for(dataset: Dataset, config: Config) -> Split:
