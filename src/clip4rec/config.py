@@ -41,7 +41,7 @@ class ModelConfig(Strict):
 class TrainConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(1024, ge=1)   # next-item targets per optimizer step (RecBole counts the same way)
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(10, ge=1)       # epochs without a better validation NDCG@10
     time_limit_s: float | None = None     # wall-clock cap on training; the best checkpoint so far is kept

@@ -42,7 +42,16 @@ def load_smollm2_layers(n_layers: int) -> nn.Module:
     if n_layers > config.num_hidden_layers:
         raise ValueError(f"SmolLM2-135M has {config.num_hidden_layers} layers; asked for {n_layers}")
     config.num_hidden_layers = n_layers
-    return AutoModel.from_pretrained(folder, config=config)
+    from transformers.utils import logging as hf_logging
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the dropped upper layers are reported as "unexpected" keys: expected here
+    try:
+        model = AutoModel.from_pretrained(folder, config=config)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    # Items arrive as vectors (inputs_embeds): the 49k-token embedding table is never read, so drop it.
+    model.embed_tokens = nn.Embedding(1, config.hidden_size)
+    return model
 
 
 class SmolLMTower(nn.Module):

@@ -55,6 +55,24 @@ def training_windows(sequences: list[np.ndarray], max_len: int,
     return windows
 
 
+def target_batches(windows: list[np.ndarray], batch_size: int) -> list[list[np.ndarray]]:
+    """Group windows (in the given order) so each optimizer step sees about `batch_size` next-item targets.
+
+    Counting targets rather than sequences makes `batch_size` mean what it means in RecBole (one target per
+    training sample), whatever the sequence lengths of the dataset.
+    """
+    batches, current, count = [], [], 0
+    for window in windows:
+        current.append(window)
+        count += len(window) - 1
+        if count >= batch_size:
+            batches.append(current)
+            current, count = [], 0
+    if current:
+        batches.append(current)
+    return batches
+
+
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -106,9 +124,9 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
         order = rng.permutation(len(windows))
         torch.manual_seed(config.seed * 1_000_003 + epoch)
         model.train()
-        total, batches = 0.0, range(0, len(order), tcfg.batch_size)
-        for start in tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False, unit="batch"):
-            chunk = [windows[i] for i in order[start:start + tcfg.batch_size]]
+        batches = target_batches([windows[i] for i in order], tcfg.batch_size)
+        total = 0.0
+        for chunk in tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False, unit="batch"):
             items, mask = pad_right(chunk, config.model.max_len + 1)
             inputs, targets, in_mask = items[:, :-1], items[:, 1:], mask[:, 1:]
             loss = model.loss(inputs, targets, in_mask)

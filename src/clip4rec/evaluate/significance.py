@@ -1,0 +1,114 @@
+"""Paired significance between two variants, per user, from the Runs' TREC files.
+
+Why TREC files and not metrics.json: metrics.json keeps only means and CIs, while a paired test needs each
+user's value. The run files hold every user's ranking (depth 100 by default, enough for @10/@20), so any
+past Run can be compared without re-scoring its model.
+
+Seeds are pooled by averaging each user's per-seed values (over the seeds where both variants have that
+user, which is every seed for leave-one-out; the cold split draws its cold items per seed, so a few users
+can drop out of some seeds). The test then runs over users: the unit that was sampled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from clip4rec.evaluate.trec import read_qrels, read_run
+
+SIG_METRICS = ("ndcg@10", "recall@10")
+
+
+def per_user_metrics(run_path: str | Path, qrels_path: str | Path,
+                     metrics: Sequence[str] = SIG_METRICS) -> dict[str, dict[str, float]]:
+    """{user: {metric: value}} for every qrels user with a relevant item; binary gain, any number of
+    relevant items (same definitions as ``trec.metrics_from_trec``); a target absent from the run is a miss."""
+    run, qrels = read_run(run_path), read_qrels(qrels_path)
+    out: dict[str, dict[str, float]] = {}
+    for user, judged in qrels.items():
+        relevant = {d for d, rel in judged.items() if rel > 0}
+        if not relevant:
+            continue
+        hits = [pos for pos, (doc, _, _) in enumerate(run.get(user, []), start=1) if doc in relevant]
+        values: dict[str, float] = {}
+        for name in metrics:
+            kind, _, k_text = name.partition("@")
+            k = int(k_text)
+            within = [p for p in hits if p <= k]
+            if kind == "recall":
+                values[name] = len(within) / len(relevant)
+            elif kind == "ndcg":
+                ideal = sum(1.0 / math.log2(p + 1) for p in range(1, min(k, len(relevant)) + 1))
+                values[name] = sum(1.0 / math.log2(p + 1) for p in within) / ideal
+            else:
+                raise ValueError(f"unsupported metric {name!r}; use recall@K or ndcg@K")
+        out[user] = values
+    return out
+
+
+def pooled_pairs(run_pairs: Sequence[tuple[Path, Path]], metric: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-user arrays (a, b) of one metric, averaged over seeds.
+
+    ``run_pairs``: one (run_dir_a, run_dir_b) per seed; both must hold the same test cases for that seed
+    (same split), which is checked: pairing users across different targets would be meaningless.
+    """
+    sums_a: dict[str, float] = {}
+    sums_b: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    for dir_a, dir_b in run_pairs:
+        qa, qb = read_qrels(dir_a / "test.qrels.trec"), read_qrels(dir_b / "test.qrels.trec")
+        if qa != qb:
+            raise ValueError(f"{dir_a} and {dir_b} were evaluated on different test cases; cannot pair them")
+        va = per_user_metrics(dir_a / "test.run.trec", dir_a / "test.qrels.trec", [metric])
+        vb = per_user_metrics(dir_b / "test.run.trec", dir_b / "test.qrels.trec", [metric])
+        for user in va:
+            sums_a[user] = sums_a.get(user, 0.0) + va[user][metric]
+            sums_b[user] = sums_b.get(user, 0.0) + vb[user][metric]
+            seen[user] = seen.get(user, 0) + 1
+    users = sorted(seen)
+    a = np.array([sums_a[u] / seen[u] for u in users])
+    b = np.array([sums_b[u] / seen[u] for u in users])
+    return a, b, users
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
+    """Paired t-test and Wilcoxon signed-rank of a vs b over the same units, the mean difference a - b with
+    its t-interval, and the relative lift of a over b in %.
+
+    JSON-ready: a statistic that is undefined (no differences at all, or a zero baseline mean) is None, not NaN.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired arrays must be 1-D and equal length, got {a.shape} and {b.shape}")
+    n = len(a)
+    d = a - b
+    out: dict[str, Any] = {"n": n, "mean_a": _num(a.mean()) if n else None, "mean_b": _num(b.mean()) if n else None,
+                           "mean_diff": _num(d.mean()) if n else None, "diff_ci": None, "lift_pct": None,
+                           "t_p": None, "wilcoxon_p": None}
+    if n and b.mean() != 0:
+        out["lift_pct"] = _num(100.0 * (a.mean() - b.mean()) / b.mean())
+    if n < 2:
+        return out
+    sd = d.std(ddof=1)
+    half = stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
+    out["diff_ci"] = [_num(d.mean() - half), _num(d.mean() + half)]
+    if sd > 0:
+        out["t_p"] = _num(stats.ttest_rel(a, b).pvalue)
+    elif d.mean() == 0:  # identical on every unit: no evidence of a difference
+        out["t_p"] = 1.0
+    # else: a constant non-zero shift has no t-test p (zero variance); Wilcoxon still answers below.
+    if np.any(d != 0):
+        out["wilcoxon_p"] = _num(stats.wilcoxon(a, b).pvalue)
+    else:
+        out["wilcoxon_p"] = 1.0
+    return out
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
