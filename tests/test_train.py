@@ -32,10 +32,10 @@ def dataset_dir(tmp_path_factory):
     return path
 
 
-def small_config(epochs: int = 25) -> Config:
+def small_config(epochs: int = 12) -> Config:
     cfg = Config(seed=5)
     cfg.model.hidden, cfg.model.dropout, cfg.model.max_len = 32, 0.1, 8
-    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.patience = epochs, 32, 5e-3, 100
+    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.patience = epochs, 96, 1e-2, 100
     cfg.eval.n_boot, cfg.eval.run_depth = 50, N_ITEMS
     return cfg
 

@@ -55,12 +55,12 @@ def ring(tmp_path_factory):
     return root
 
 
-def config(variant: str, store, epochs: int = 30) -> Config:
+def config(variant: str, store, epochs: int = 15) -> Config:
     cfg = Config(seed=3)
     cfg.split.kind, cfg.split.cold_fraction = "cold", 0.2
     cfg.model.variant, cfg.model.stores = variant, [str(store)]
     cfg.model.hidden, cfg.model.dropout, cfg.model.max_len, cfg.model.fusion = 32, 0.1, 8, "mean"
-    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.patience = epochs, 32, 5e-3, 100
+    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.patience = epochs, 96, 1e-2, 100
     cfg.eval.n_boot = 50
     return cfg
 

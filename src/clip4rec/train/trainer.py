@@ -55,22 +55,40 @@ def training_windows(sequences: list[np.ndarray], max_len: int,
     return windows
 
 
-def target_batches(windows: list[np.ndarray], batch_size: int) -> list[list[np.ndarray]]:
-    """Group windows (in the given order) so each optimizer step sees about `batch_size` next-item targets.
+def target_batches(windows: list[np.ndarray], batch_size: int, rng: np.random.Generator | None = None,
+                   pool_batches: int = 64) -> list[list[np.ndarray]]:
+    """Group windows so each optimizer step sees about `batch_size` next-item targets.
 
     Counting targets rather than sequences makes `batch_size` mean what it means in RecBole (one target per
-    training sample), whatever the sequence lengths of the dataset.
+    training sample), whatever the sequence lengths. With `rng`, windows (already shuffled) are sorted by
+    length inside pools of ~`pool_batches` batches and the batches are shuffled again: batches hold windows
+    of similar length, so little compute goes to padding on long-tailed data such as Amazon Beauty.
     """
-    batches, current, count = [], [], 0
-    for window in windows:
-        current.append(window)
-        count += len(window) - 1
-        if count >= batch_size:
-            batches.append(current)
-            current, count = [], 0
-    if current:
-        batches.append(current)
-    return batches
+    def cut(ordered: list[np.ndarray]) -> list[list[np.ndarray]]:
+        out, current, count = [], [], 0
+        for window in ordered:
+            current.append(window)
+            count += len(window) - 1
+            if count >= batch_size:
+                out.append(current)
+                current, count = [], 0
+        if current:
+            out.append(current)
+        return out
+
+    if rng is None:
+        return cut(windows)
+    pool_targets = batch_size * pool_batches
+    batches, pool, count = [], [], 0
+    for window in windows + [None]:  # None flushes the last pool
+        if window is not None:
+            pool.append(window)
+            count += len(window) - 1
+        if pool and (window is None or count >= pool_targets):
+            batches += cut(sorted(pool, key=len))
+            pool, count = [], 0
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
 
 
 @dataclass
@@ -124,7 +142,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
         order = rng.permutation(len(windows))
         torch.manual_seed(config.seed * 1_000_003 + epoch)
         model.train()
-        batches = target_batches([windows[i] for i in order], tcfg.batch_size)
+        batches = target_batches([windows[i] for i in order], tcfg.batch_size, rng)
         total = 0.0
         for chunk in tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False, unit="batch"):
             items, mask = pad_right(chunk, config.model.max_len + 1)
