@@ -14,7 +14,7 @@ def _register_stage_commands() -> None:
     # Each stage owns its commands in its own module and attaches them here.
     from clip4rec.data import cli as data_cli
     data_cli.register(app)
-    for module in ("clip4rec.encode.cli", "clip4rec.train.cli"):
+    for module in ("clip4rec.encode.cli", "clip4rec.train.cli", "clip4rec.evaluate.cli", "clip4rec.serve.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as err:
@@ -30,10 +30,11 @@ _register_stage_commands()
 @app.command("demo")
 def demo_cmd(data: Path = typer.Option(Path("../shared/data"), "--data", help="folder holding ml100k-posters/"),
              out: Path = typer.Option(Path("artifacts/demo"), "--out"),
-             seed: int = typer.Option(42, "--seed")) -> None:
-    """Run the whole pipeline on ML-100K with posters and print the metrics table."""
+             seed: int = typer.Option(42, "--seed"),
+             epochs: int = typer.Option(12, "--epochs", help="max epochs per variant (the demo's fast budget)")) -> None:
+    """Whole pipeline on ML-100K with posters: import, encode offline, compare variants, print the table."""
     from clip4rec.demo import run_demo
-    run_demo(data, out, seed=seed)
+    run_demo(data, out, seed=seed, max_epochs=epochs)
 
 if __name__ == "__main__":
     app()

@@ -111,20 +111,26 @@ class GatedIdBlend(nn.Module):
         self.register_buffer("seen", torch.from_numpy(train_counts > 0))
         self.slope = nn.Parameter(torch.tensor(1.0))
         self.bias = nn.Parameter(torch.tensor(-2.0))
+        # Normalise after blending: otherwise pure-content (unseen) items keep the larger norm of the fused
+        # vector and outscore blended ones, which would push every new item to the top.
+        self.out_norm = nn.LayerNorm(hidden)
 
     def gate(self) -> torch.Tensor:
         return torch.sigmoid(self.slope * self.log_count + self.bias) * self.seen
 
     def forward(self) -> torch.Tensor:
         g = self.gate()[:, None]
-        return (1 - g) * self.content() + g * self.ids.weight
+        return self.out_norm((1 - g) * self.content() + g * self.ids.weight)
 
 
-def content_vector_for_new_item(item_side: nn.Module, content: dict[str, np.ndarray]) -> torch.Tensor:
-    """Item vector for an item added after training (live cold start): content only, through the trained fusion.
+def content_vector_for_new_item(item_side: nn.Module, content: dict[str, np.ndarray],
+                                index: int | None = None) -> torch.Tensor:
+    """Item vector from fresh encoder vectors, through the trained fusion (the live cold-start path).
 
     `content` maps modality name -> raw encoder vector (as stored by `clip4rec encode`); missing modalities
-    are allowed. The vector equals what the table would hold for an unseen item with that content.
+    are allowed. For a brand-new item (`index` None) this is exactly the table row an unseen item with that
+    content would get (gate 0: pure content). For a trained item re-published with new content (`index` =
+    its row), a `fused-id` side blends the new content with the item's learned ID part through its gate.
     """
     fusion = item_side.content if isinstance(item_side, GatedIdBlend) else item_side
     if not isinstance(fusion, ContentFusion):
@@ -141,9 +147,15 @@ def content_vector_for_new_item(item_side: nn.Module, content: dict[str, np.ndar
             present.append(False)
     if not any(present):
         raise ValueError(f"no known modality in {sorted(content)}; this Run uses {fusion.names}")
-    fusion.eval()
+    item_side.eval()
     with torch.no_grad():
-        return fusion.fuse(tables, torch.tensor([present]))[0]
+        vector = fusion.fuse(tables, torch.tensor([present]))[0]
+        if not isinstance(item_side, GatedIdBlend):
+            return vector
+        if index is not None:
+            g = item_side.gate()[index]
+            vector = (1 - g) * vector + g * item_side.ids.weight[index]
+        return item_side.out_norm(vector)
 
 
 def _standardize_like(fusion: ContentFusion, i: int, raw: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,451 @@
+"""Online latency: does the multimodal (fused-id) model answer as fast as the ID-only one?
+
+In one run, on one machine, with the same service code (clip4rec.serve):
+  * an `id` Run and a `fused-id` Run (trained here, tiny, on the generated ring catalog, with the default
+    user-tower shape: hidden 64, 2 layers, window 50; or given with --run-id / --run-fused-id),
+  * their item tables scaled to 10^4, 10^5, 10^6 items (the trained table replicated, with noise),
+  * (a) in-process `ServiceState.recommend` latency, the two variants interleaved request by request,
+    with the user-tower / top-k split, and FAISS IVF (fused-id) with its recall@10 against exact;
+  * (b) HTTP latency on loopback: one uvicorn server process per variant, an asyncio client with
+    `--concurrency` requests in flight, the two servers measured in alternating rounds.
+
+Writes bench/results/serve_latency.{json,md,png}. Bounded: fixed request counts; stops by itself.
+
+    .venv/bin/python bench/serve_latency.py                 # ~5-8 minutes on 2 cores
+    .venv/bin/python bench/serve_latency.py --quick         # 10^4 and 10^5 only, fewer requests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from clip4rec.serve.state import ServiceState  # noqa: E402
+
+VARIANTS = ("id", "fused-id")
+
+
+# ---- the catalogs ------------------------------------------------------------------------------------------
+def train_runs(work: Path, epochs: int) -> dict[str, Path]:
+    from clip4rec.serve.toy import build_toy, train_toy_run
+    root = build_toy(work, n_items=1000, n_users=400, images=False, min_len=20, max_len=60)
+    runs = {}
+    for variant in VARIANTS:
+        out = work / variant
+        if not (out / "metrics.json").exists():
+            t0 = time.perf_counter()
+            train_toy_run(root, variant, out, epochs=epochs, hidden=64, max_len=50)
+            print(f"  trained {variant} in {time.perf_counter() - t0:.1f}s", flush=True)
+        runs[variant] = out
+    return runs
+
+
+def scaled_state(run: str | Path, n: int, seed: int = 0, noise: float = 0.05, **options) -> ServiceState:
+    """The Run's service with its item table replicated (plus Gaussian noise) to n rows."""
+    base = ServiceState.from_run(run)
+    table = base.snapshot.table
+    n0, hidden = table.shape
+    if n <= n0:
+        ids, big, counts = base.item_ids[:n], table[:n].clone(), base.train_counts[:n]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        big = table.repeat(math.ceil(n / n0), 1)[:n].clone()
+        big[n0:] += noise * float(table.std()) * torch.randn(n - n0, hidden, generator=g)
+        ids = base.item_ids + [f"{base.item_ids[j % n0]}~{j // n0}" for j in range(n0, n)]
+        counts = np.concatenate([base.train_counts, np.zeros(n - n0, np.int64)])
+    state = ServiceState(base.model, ids, big, train_counts=counts, info={**base.info, "scaled_to": n}, **options)
+    state.users = base.users
+    return state
+
+
+def histories(state: ServiceState, count: int, seed: int = 0) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    users = list(state.users.values())
+    return [users[i][-state.max_len:] for i in rng.integers(len(users), size=count)]
+
+
+def pct(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values) * 1000.0
+    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "n": int(a.size)}
+
+
+# ---- (a) in process ------------------------------------------------------------------------------------------
+def ratio_ci(a: list[float], b: list[float], q: float, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of percentile_q(b) / percentile_q(a) over paired requests (same histories)."""
+    a_, b_ = np.asarray(a), np.asarray(b)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(len(a_), size=(n_boot, len(a_)))
+    ratios = np.percentile(b_[idx], q, axis=1) / np.percentile(a_[idx], q, axis=1)
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
+def in_process(states: dict[str, ServiceState], hist: list[list[str]], warmup: int = 30) -> dict[str, dict]:
+    times: dict[str, list[float]] = {v: [] for v in states}
+    for j, h in enumerate(hist):  # interleaved: drift (other load, thermal) hits both variants alike
+        order = list(states) if j % 2 == 0 else list(reversed(states))
+        for variant in order:
+            t0 = time.perf_counter()
+            states[variant].recommend(h, 10, True)
+            if j >= warmup:
+                times[variant].append(time.perf_counter() - t0)
+    out = {v: pct(t) for v, t in times.items()}
+    out["p99_ratio_ci95"] = ratio_ci(times["id"], times["fused-id"], 99)
+    out["p50_ratio_ci95"] = ratio_ci(times["id"], times["fused-id"], 50)
+    return out
+
+
+def breakdown(state: ServiceState, hist: list[list[str]]) -> dict[str, float]:
+    tower, topk = [], []
+    for h in hist:
+        window = [state.lookup(i) for i in h][-state.max_len:]
+        t0 = time.perf_counter()
+        user = state.user_vector(window)
+        t1 = time.perf_counter()
+        state.search(user, 10, sorted(set(window)))
+        t2 = time.perf_counter()
+        tower.append(t1 - t0)
+        topk.append(t2 - t1)
+    return {"user_tower_p50_ms": float(np.median(tower) * 1000), "topk_p50_ms": float(np.median(topk) * 1000)}
+
+
+def faiss_row(run: Path, n: int, hist: list[list[str]], exact: ServiceState, nprobe: int, kind: str = "ivf"
+              ) -> dict | None:
+    from clip4rec.serve.index import faiss_available, recall_vs_exact
+    if not faiss_available():
+        return None
+    t0 = time.perf_counter()
+    state = scaled_state(run, n, index="faiss", index_options={"nprobe": nprobe, "kind": kind})
+    build = time.perf_counter() - t0
+    times = []
+    for j, h in enumerate(hist):
+        t0 = time.perf_counter()
+        state.recommend(h, 10, True)
+        if j >= 30:
+            times.append(time.perf_counter() - t0)
+    queries = torch.stack([exact.user_vector([exact.lookup(i) for i in h]) for h in hist[:200]])
+    recall = recall_vs_exact(state.snapshot.index, exact.snapshot.table, queries, k=10)
+    return {**pct(times), "recall@10_vs_exact": recall, "nprobe": nprobe if kind == "ivf" else None,
+            "kind": kind, "build_s": round(build, 1)}
+
+
+# ---- (b) over HTTP --------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, n: int, threads: int, faiss_kind: str | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, __file__, "--_serve", str(run), "--_n", str(n), "--_port", str(port),
+           "--server-threads", str(threads)] + (["--_faiss", faiss_kind] if faiss_kind else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 180) -> None:
+    import httpx
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} not ready after {timeout}s")
+
+
+async def http_round(url: str, hist: list[list[str]], concurrency: int) -> tuple[list[float], int]:
+    requests = [("POST", "/recommend", json.dumps({"history": h, "k": 10, "exclude_seen": True}).encode())
+                for h in hist]
+    latencies, statuses = await send_all(url, requests, concurrency)
+    return latencies, sum(s != 200 for s in statuses)
+
+
+async def send_all(url: str, requests: list[tuple[str, str, bytes | None]], concurrency: int
+                   ) -> tuple[list[float], list[int]]:
+    """`concurrency` keep-alive connections, each sending its next request when the last answer is read.
+
+    A minimal HTTP/1.1 client on asyncio streams: on a 2-core machine a heavy client (httpx: ~1 ms of Python per
+    request) would steal the server's CPU and mostly measure itself. Returns latencies and status codes.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    todo = deque(enumerate(requests))
+    latencies: list[float] = [float("nan")] * len(requests)   # in request order
+    statuses: list[int] = [0] * len(requests)
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while todo:
+                i, (method, path, body) = todo.popleft()
+                head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+                if body is not None:
+                    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                t0 = time.perf_counter()
+                writer.write(head.encode() + b"\r\n" + (body or b""))
+                status, _ = await read_response(reader)
+                latencies[i] = time.perf_counter() - t0
+                statuses[i] = status
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, statuses
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+def run_async(coro):
+    try:
+        import uvloop
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def over_http(specs: dict[str, tuple[Path, str | None]], n: int, hist: list[list[str]], concurrency: int, rounds: int,
+              threads: int) -> dict[str, dict]:
+    """specs: label -> (Run, FAISS kind or None for exact); all servers run at once, measured in alternating rounds."""
+    servers = {label: start_server(run, n, threads, faiss) for label, (run, faiss) in specs.items()}
+    runs = specs
+    try:
+        for proc, url in servers.values():
+            wait_ready(proc, url)
+        times: dict[str, list[float]] = {v: [] for v in runs}
+        errors = {v: 0 for v in runs}
+        for v, (_, url) in servers.items():  # warm-up
+            run_async(http_round(url, hist[:50], concurrency))
+        chunk = math.ceil(len(hist) / rounds)
+        for r in range(rounds):
+            part = hist[r * chunk:(r + 1) * chunk]
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for v in order:
+                lat, err = run_async(http_round(servers[v][1], part, concurrency))
+                times[v] += lat
+                errors[v] += err
+        return {v: {**pct(times[v]), "errors": errors[v], "concurrency": concurrency} for v in runs}
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def serve_mode(args: argparse.Namespace) -> None:
+    from clip4rec.serve.app import serve
+    if args.server_threads:
+        torch.set_num_threads(args.server_threads)
+    options = {"index": "faiss", "index_options": {"kind": args._faiss}} if args._faiss else {}
+    serve(scaled_state(args._serve, args._n, **options), host="127.0.0.1", port=args._port, log_level="warning")
+
+
+# ---- report ---------------------------------------------------------------------------------------------------
+def write_report(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve_latency.json").write_text(json.dumps(result, indent=2))
+    rows = ["| items | variant | in-process p50 | p95 | p99 | tower p50 | top-k p50 | HTTP p50 | HTTP p95 | HTTP p99 | HTTP errors |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for size in result["sizes"]:
+        for v in VARIANTS:
+            a, b = size["in_process"][v], size["http"].get(v)
+            br = size["breakdown"][v]
+            http = (f"{b['p50_ms']:.2f} | {b['p95_ms']:.2f} | {b['p99_ms']:.2f} | {b['errors']}" if b else "- | - | - | -")
+            rows.append(f"| {size['n']:,} | {v} | {a['p50_ms']:.3f} | {a['p95_ms']:.3f} | {a['p99_ms']:.3f} | "
+                        f"{br['user_tower_p50_ms']:.3f} | {br['topk_p50_ms']:.3f} | {http} |")
+    ratios = ["| items | in-process p50 ratio [95% CI] | in-process p99 ratio [95% CI] | HTTP p50 ratio | HTTP p99 ratio |",
+              "|---:|---:|---:|---:|---:|"]
+    for size in result["sizes"]:
+        r = size["ratio_fused_id_over_id"]
+        c50, c99 = r["in_process_p50_ci95"], r["in_process_p99_ci95"]
+        ratios.append(f"| {size['n']:,} | {r['in_process_p50']:.3f} [{c50[0]:.3f}, {c50[1]:.3f}] | "
+                      f"{r['in_process_p99']:.3f} [{c99[0]:.3f}, {c99[1]:.3f}] | "
+                      f"{r.get('http_p50', float('nan')):.3f} | {r.get('http_p99', float('nan')):.3f} |")
+    faiss = ["| items | index | p50 ms | p99 ms | recall@10 vs exact | nprobe | build s |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for size in result["sizes"]:
+        if size.get("faiss_fused_id"):
+            e = size["in_process"]["fused-id"]
+            faiss.append(f"| {size['n']:,} | exact (torch) | {e['p50_ms']:.3f} | {e['p99_ms']:.3f} | 1.000 | - | - |")
+        for key, name in (("faiss_flat_fused_id", "FAISS flat (exact)"), ("faiss_fused_id", "FAISS IVF")):
+            f = size.get(key)
+            if f:
+                faiss.append(f"| {size['n']:,} | {name} | {f['p50_ms']:.3f} | {f['p99_ms']:.3f} | "
+                             f"{f['recall@10_vs_exact']:.3f} | {f['nprobe'] or '-'} | {f['build_s']} |")
+        extra = size["http"].get("fused-id, faiss flat")
+        if extra:
+            faiss.append(f"| {size['n']:,} | HTTP, FAISS flat, concurrency {extra['concurrency']} | {extra['p50_ms']:.3f} | "
+                         f"{extra['p99_ms']:.3f} | 1.000 | - | - |")
+    env = result["environment"]
+    md = [
+        "# Serving latency: `fused-id` vs `id`, same service code",
+        "",
+        f"Generated by `bench/serve_latency.py` on {env['when']} ({env['cpus']} CPUs, {env['machine']}, torch "
+        f"{env['torch']}, {env['torch_threads']} intra-op thread(s) in process, {result['server_threads']} per server). "
+        f"Runs: {result['runs']}. User tower: hidden {result['hidden']}, window {result['max_len']}; "
+        f"histories are real user sequences of the catalog (last {result['max_len']} items), k=10, seen items excluded.",
+        "Item tables are the trained tables replicated with noise to each size. Latencies in milliseconds.",
+        "",
+        "## Latency", "", *rows, "",
+        "## fused-id / id", "", *ratios, "",
+        "The item side (CLIP/lite vectors -> fusion -> ID blend) is precomputed into the table, so both variants do "
+        "identical work per request: one user-tower pass + one matrix-vector product + top-k.",
+        "",
+    ]
+    if len(faiss) > 2:
+        md += ["## FAISS (fused-id, in process)", "", *faiss, ""]
+    md += [f"HTTP: `clip4rec.serve` app in one uvicorn process per variant on 127.0.0.1 (torch {result['server_threads']} "
+           f"thread; concurrent /recommend calls are coalesced into batches: one tower pass + one table product per "
+           f"batch), a minimal asyncio keep-alive client with {result['concurrency']} requests in flight on the same "
+           "machine (client and server share the cores), variants in alternating rounds.",
+           "",
+           f"Load average of the machine at the end: {env['load_average_at_end']} (other jobs share these cores: "
+           "tails (p95/p99) are inflated by them; the ratios compare the variants under the same conditions, "
+           "request by request).",
+           "", "![latency](serve_latency.png)", ""]
+    (out / "serve_latency.md").write_text("\n".join(md))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        ns = [s["n"] for s in result["sizes"]]
+        for ax, kind, title in ((axes[0], "in_process", "in-process recommend"),
+                                (axes[1], "http", f"HTTP, concurrency {result['concurrency']}")):
+            for v, color in zip(VARIANTS, ("tab:gray", "tab:blue")):
+                for q, style in (("p50_ms", "-o"), ("p99_ms", "--^")):
+                    ys = [s[kind][v][q] if s[kind].get(v) else np.nan for s in result["sizes"]]
+                    ax.plot(ns, ys, style, color=color, label=f"{v} {q[:3]}")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("items in catalog")
+            ax.set_ylabel("latency (ms)")
+            ax.set_title(title)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "serve_latency.png", dpi=120)
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-id", type=Path)
+    p.add_argument("--run-fused-id", type=Path)
+    p.add_argument("--sizes", default="10000,100000,1000000")
+    p.add_argument("--requests", type=int, default=4000, help="in-process requests per variant (fewer at 10^6)")
+    p.add_argument("--http-requests", type=int, default=2000, help="HTTP requests per variant (fewer at 10^6)")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the in-process measurement")
+    p.add_argument("--server-threads", type=int, default=1, help="torch threads in each server process")
+    p.add_argument("--nprobe", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--work", type=Path, default=None, help="where the tiny Runs are trained (default: a temp dir)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--quick", action="store_true", help="10^4 and 10^5 only, 500 requests")
+    p.add_argument("--_serve", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--_n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--_port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--_faiss", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._serve:
+        serve_mode(args)
+        return
+    if args.quick:
+        args.sizes, args.requests, args.http_requests = "10000,100000", 500, 500
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    work_dir = args.work or Path(tempfile.mkdtemp(prefix="clip4rec-serve-bench-"))
+    if args.run_id and args.run_fused_id:
+        runs = {"id": args.run_id, "fused-id": args.run_fused_id}
+    else:
+        print(f"training tiny id and fused-id Runs under {work_dir}", flush=True)
+        runs = train_runs(work_dir, args.epochs)
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    result: dict = {"runs": {v: str(r) for v, r in runs.items()}, "concurrency": args.concurrency,
+                    "server_threads": args.server_threads, "sizes": []}
+    for n in sizes:
+        scale = 1 if n <= 100_000 else 5
+        print(f"== {n:,} items", flush=True)
+        states = {v: scaled_state(runs[v], n) for v in VARIANTS}
+        result["hidden"], result["max_len"] = int(states["id"].snapshot.table.shape[1]), states["id"].max_len
+        hist = histories(states["id"], args.requests // scale + 30, seed=n)
+        a = in_process(states, hist)
+        br = {v: breakdown(states[v], hist[:300 // scale]) for v in VARIANTS}
+        print("  in-process " + ", ".join(f"{v}: p50 {a[v]['p50_ms']:.3f} p99 {a[v]['p99_ms']:.3f} ms" for v in VARIANTS),
+              flush=True)
+        size = {"n": n, "in_process": a, "breakdown": br}
+        if n >= 100_000:
+            size["faiss_fused_id"] = faiss_row(runs["fused-id"], n, hist, states["fused-id"], args.nprobe)
+            size["faiss_flat_fused_id"] = faiss_row(runs["fused-id"], n, hist, states["fused-id"], args.nprobe, "flat")
+        del states
+        if args.http_requests > 0:
+            specs: dict[str, tuple[Path, str | None]] = {v: (runs[v], None) for v in VARIANTS}
+            if n == 100_000 and size.get("faiss_flat_fused_id"):
+                specs["fused-id, faiss flat"] = (runs["fused-id"], "flat")
+            b = over_http(specs, n, histories_for_http(runs, n, args.http_requests // scale), args.concurrency,
+                          args.rounds, args.server_threads)
+            print("  HTTP " + ", ".join(f"{v}: p50 {b[v]['p50_ms']:.2f} p99 {b[v]['p99_ms']:.2f} ms "
+                                        f"({b[v]['errors']} errors)" for v in b), flush=True)
+        else:
+            b = {}
+        size["http"] = b
+        ratio = {"in_process_p50": a["fused-id"]["p50_ms"] / a["id"]["p50_ms"],
+                 "in_process_p99": a["fused-id"]["p99_ms"] / a["id"]["p99_ms"],
+                 "in_process_p50_ci95": a["p50_ratio_ci95"], "in_process_p99_ci95": a["p99_ratio_ci95"]}
+        if b:
+            ratio.update(http_p50=b["fused-id"]["p50_ms"] / b["id"]["p50_ms"],
+                         http_p99=b["fused-id"]["p99_ms"] / b["id"]["p99_ms"])
+        size["ratio_fused_id_over_id"] = ratio
+        result["sizes"].append(size)
+    result["environment"] = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
+                             "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                             "load_average_at_end": os.getloadavg()}
+    result["wall_s"] = round(time.perf_counter() - t_start, 1)
+    write_report(result, args.out)
+    print(f"wrote {args.out / 'serve_latency.md'} ({result['wall_s']}s)")
+
+
+def histories_for_http(runs: dict[str, Path], n: int, count: int) -> list[list[str]]:
+    base = ServiceState.from_run(runs["id"])
+    return histories(base, count, seed=n + 1)
+
+
+if __name__ == "__main__":
+    main()

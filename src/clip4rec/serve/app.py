@@ -1,0 +1,384 @@
+"""The HTTP service: a thin FastAPI layer over `ServiceState` (all logic lives there).
+
+    from clip4rec.serve.app import create_app
+    app = create_app(ServiceState.from_run("artifacts/runs/ml100k-fused-id"))
+    # uvicorn.run(app, host="127.0.0.1", port=8000)   -- or: clip4rec serve RUN
+
+Endpoints: POST /recommend, GET /items/{id}/similar, POST /items (live cold start), GET /items/{id},
+GET /items/{id}/image, GET /items, GET /users, GET /users/{id}, GET /health, GET /metrics, GET / (the page),
+OpenAPI at /docs and /openapi.json. Ids only, never file paths: images are streamed by item id from the
+paths the Dataset recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from clip4rec import __version__
+from clip4rec.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from clip4rec.serve.state import Limits, ServeError, ServiceState
+
+STATIC = Path(__file__).parent / "static"
+MAX_ID = 256
+
+
+
+def _utf8(value: str) -> str:
+    """JSON may carry lone surrogates ("\\ud800"); such a string cannot be written back out, so refuse it here."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not a valid Unicode string (lone surrogate)") from None
+    return value
+
+
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_utf8)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+VectorKey = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_utf8)]
+
+
+# ---- request / response models --------------------------------------------------------------------------
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"history": ["i1", "i2", "i3"], "k": 10, "exclude_seen": True}]})
+    history: list[ItemId] = Field(default_factory=list, max_length=1000,
+                                  description="item ids, oldest first; unknown ids are reported and skipped")
+    k: int = Field(10, ge=1, le=1000, description="how many items to return")
+    exclude_seen: bool = Field(True, description="leave out items already in the history")
+
+
+class Item(BaseModel):
+    item_id: str
+    title: str | None
+    score: float
+    rank: int
+    cold_start: bool = Field(description="never seen in training: placed by its content vector alone")
+    published: bool = Field(description="added live through POST /items")
+    train_count: int
+    has_image: bool
+
+
+class RecommendResponse(BaseModel):
+    items: list[Item]
+    unknown_ids: list[str] = Field(description="history ids not in the catalog (skipped)")
+    history_used: int = Field(description="history items the user tower read")
+    truncated: int = Field(description="older known history items dropped to fit the model's window")
+    max_len: int = Field(description="the model's window")
+    fallback: Literal["popularity"] | None = Field(
+        description="'popularity' when no known history item was left: the most trained-on items")
+    took_ms: float
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    by: Literal["image", "text", "fused"]
+    source: str
+    items: list[Item]
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"item_id": "new-1", "title": "A new film", "vectors": {"lite:image": [0.1, 0.2]}}]})
+    item_id: ItemId
+    title: Annotated[str, StringConstraints(max_length=1000), AfterValidator(_utf8)] | None = None
+    vectors: dict[VectorKey, Annotated[list[FiniteFloat], Field(min_length=1, max_length=8192)]] = Field(
+        min_length=1, max_length=16,
+        description="ENCODER:MODALITY -> raw vector, as written to the store by `clip4rec encode`")
+
+
+class PublishResponse(BaseModel):
+    item_id: str
+    created: bool
+    row: int
+    modalities_used: list[str]
+    ignored: list[str] = Field(description="vector keys this Run does not use")
+    items: int
+
+
+class ItemInfo(BaseModel):
+    item_id: str
+    title: str | None
+    cold_start: bool
+    published: bool
+    train_count: int
+    has_image: bool
+
+
+class Page(BaseModel):
+    total: int
+    offset: int
+    ids: list[str]
+
+
+class UserSummary(BaseModel):
+    user_id: str
+    interactions: int
+
+
+class UsersPage(BaseModel):
+    total: int
+    offset: int
+    users: list[UserSummary]
+
+
+class UserHistory(BaseModel):
+    user_id: str
+    history: list[str]
+
+
+# ---- ASGI pieces --------------------------------------------------------------------------------------------
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: by Content-Length up front, or counted while streaming (chunked)."""
+
+    def __init__(self, app: Callable, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                too_big = False  # the server rejects a malformed Content-Length itself
+            if too_big:
+                response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, 413)
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class Batcher:
+    """Coalesces concurrent /recommend calls: whatever is queued when the previous batch finishes goes together
+    into one user-tower pass and one table product (`ServiceState.recommend_many`), on one compute thread.
+
+    Nothing waits for a batch to fill: a lone request runs at once, alone. Under load the table is read once
+    per batch instead of once per request, so throughput grows with concurrency instead of latency.
+    """
+
+    def __init__(self, state: ServiceState, max_batch: int = 16) -> None:
+        self.state, self.max_batch = state, max_batch
+        self.pending: list[tuple[tuple[list[str], int, bool], asyncio.Future]] = []
+        self.busy = False
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="clip4rec-recommend")
+        self.batches = self.requests = 0
+
+    async def submit(self, history: list[str], k: int, exclude_seen: bool) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append(((history, k, exclude_seen), future))
+        if not self.busy:
+            self._start(loop)
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch:]
+        self.busy = True
+        self.batches += 1
+        self.requests += len(batch)
+        work = loop.run_in_executor(self.executor, self.state.recommend_many, [args for args, _ in batch])
+        work.add_done_callback(lambda done: self._finish(loop, batch, done))
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, batch, done: asyncio.Future) -> None:
+        self.busy = False
+        error = done.exception()
+        results = [error] * len(batch) if error else done.result()
+        for (_, future), result in zip(batch, results):
+            if future.done():  # the client went away
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if self.pending:
+            self._start(loop)
+
+
+def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
+    limits: Limits = state.limits
+    app = FastAPI(title="clip4rec", version=__version__,
+                  description="Sequential recommendation over a precomputed item table: one user-tower pass and "
+                              "one top-k per request. Items can be added live from their encoder vectors.")
+    metrics = Metrics()
+    batcher = Batcher(state, max_batch)
+    app.state.service, app.state.metrics, app.state.batcher = state, metrics, batcher
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: times everything
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, and a NaN in it would make the 422 itself fail (a 500).
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(err.errors()))}, status_code=422)
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(_, err: ServeError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+    def _item_or_404(item_id: str) -> int:
+        i = state.lookup(item_id)
+        if i is None:
+            raise ServeError(f"unknown item id {item_id!r}", 404)
+        return i
+
+    @app.post("/recommend", response_model=RecommendResponse, tags=["recommend"])
+    async def recommend(request: RecommendRequest) -> dict[str, Any]:
+        """Top-k items for a history (one user-tower pass + one top-k over the item table)."""
+        t0 = time.perf_counter()
+        out = await batcher.submit(request.history, request.k, request.exclude_seen)
+        out["took_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        return out
+
+    @app.get("/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
+    def similar(item_id: Annotated[str, PathParam(max_length=MAX_ID)],
+                by: Literal["image", "text", "fused"] = "fused",
+                k: Annotated[int, Query(ge=1, le=1000)] = 10) -> dict[str, Any]:
+        """Nearest items by cosine: image or text encoder vectors from the store, or the Run's fused vectors."""
+        return state.similar_items(item_id, by, k)
+
+    @app.post("/items", response_model=PublishResponse, tags=["items"],
+              responses={201: {"model": PublishResponse, "description": "item added"},
+                         409: {"description": "this Run has no content path (variant id)"}})
+    def publish(request: PublishRequest, response: Response) -> dict[str, Any]:
+        """Add or update an item from its offline encoder vectors; recommendable as soon as this returns."""
+        out = state.publish(request.item_id, request.vectors, request.title)
+        response.status_code = 201 if out["created"] else 200
+        return out
+
+    @app.get("/items", response_model=Page, tags=["items"])
+    def list_items(offset: Annotated[int, Query(ge=0)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        n = state.snapshot.n
+        return {"total": n, "offset": offset, "ids": state.item_ids[min(offset, n): min(offset + limit, n)]}
+
+    @app.get("/items/{item_id}", response_model=ItemInfo, tags=["items"])
+    def item(item_id: Annotated[str, PathParam(max_length=MAX_ID)]) -> dict[str, Any]:
+        return state.item_info(_item_or_404(item_id))
+
+    @app.get("/items/{item_id}/image", tags=["items"], response_class=FileResponse,
+             responses={200: {"content": {"image/*": {}}}, 404: {"description": "no image for this item"}})
+    def image(item_id: Annotated[str, PathParam(max_length=MAX_ID)]) -> FileResponse:
+        """The item's image file as the Dataset references it (by id only; no paths are accepted)."""
+        path = state.images[_item_or_404(item_id)]
+        if path is None or not Path(path).is_file():
+            raise ServeError(f"item {item_id!r} has no image", 404)
+        return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/users", response_model=UsersPage, tags=["users"])
+    def users(offset: Annotated[int, Query(ge=0)] = 0,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        chosen = state.user_ids[offset: offset + limit]
+        return {"total": len(state.user_ids), "offset": offset,
+                "users": [{"user_id": u, "interactions": len(state.users[u])} for u in chosen]}
+
+    @app.get("/users/{user_id}", response_model=UserHistory, tags=["users"])
+    def user(user_id: Annotated[str, PathParam(max_length=MAX_ID)]) -> dict[str, Any]:
+        if user_id not in state.users:
+            raise ServeError(f"unknown user id {user_id!r}", 404)
+        return {"user_id": user_id, "history": state.users[user_id][-limits.max_history:]}
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        return state.health()
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
+    def prometheus() -> Response:
+        snap = state.snapshot
+        text = metrics.render({"items": ("Items in the served catalog.", snap.n),
+                               "published_items": ("Items added through POST /items.", len(state.published)),
+                               "recommend_batches": ("Batches run by the /recommend batcher.", batcher.batches),
+                               "recommend_batched_requests": ("Requests answered through those batches.",
+                                                              batcher.requests),
+                               "uptime_seconds": ("Seconds since the service started.", time.time() - metrics.started)})
+        return Response(text, media_type=CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def serve(state: ServiceState, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          max_batch: int = 16) -> None:
+    import uvicorn
+    uvicorn.run(create_app(state, max_batch), host=host, port=port, log_level=log_level, access_log=False)
+
+
+class BackgroundServer:
+    """uvicorn in a daemon thread on a free loopback port, for tests and benchmarks.
+
+        with BackgroundServer(create_app(state)) as server:
+            httpx.get(server.url + "/health")
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> None:
+        self.app, self.host, self.port, self.timeout = app, host, port, timeout
+
+    def __enter__(self) -> "BackgroundServer":
+        import threading
+
+        import uvicorn
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                                lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="clip4rec-serve", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + self.timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {self.host}:{self.port}")
+            time.sleep(0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(self.timeout)

@@ -1,0 +1,430 @@
+"""What the service holds in memory, and every operation it answers, with no HTTP in sight.
+
+Loaded once from a Run: the user tower (eval mode), the item table [n, hidden] the Run scores against,
+the catalog (ids, titles, training counts, posters) and, for "similar", the Run's embedding stores.
+
+Reads never take a lock. Every request reads one immutable `Snapshot` (table view, index, row count); a
+write (POST /items) builds the next snapshot under a writer lock and swaps one attribute. Appended rows go
+to a growable buffer beyond the end that older snapshots never look at; replacing a row copies the table
+first, so a request in flight never sees a half-written vector.
+
+A request costs: id lookup -> one user-tower pass over the last `max_len` items -> table @ user vector ->
+partial sort (torch.topk), or a FAISS search plus an exact scan of the rows published after it was built.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from clip4rec.serve.index import ExactIndex, FaissIndex, IndexKind, build_index
+
+SimilarBy = Literal["image", "text", "fused"]
+
+
+class ServeError(Exception):
+    """A request the service understood but cannot answer; `status` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_k: int = 1000
+    max_history: int = 1000
+    max_body_bytes: int = 1 << 20
+    max_id_length: int = 256
+    max_vector_dim: int = 8192
+
+
+class Rows:
+    """A [n, d] float32 tensor that grows by appending; views handed out earlier never change."""
+
+    def __init__(self, data: torch.Tensor):
+        data = data.detach().to(torch.float32).contiguous()
+        self.n = int(data.shape[0])
+        self._buffer = data
+        self._lock = threading.Lock()
+
+    def view(self) -> torch.Tensor:
+        return self._buffer[: self.n]
+
+    def append(self, row: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            if self.n == self._buffer.shape[0]:
+                bigger = torch.empty((max(16, 2 * self.n), self._buffer.shape[1]), dtype=torch.float32)
+                bigger[: self.n] = self._buffer[: self.n]
+                self._buffer = bigger
+            self._buffer[self.n] = row
+            self.n += 1
+            return self.view()
+
+    def replace(self, i: int, row: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            fresh = self._buffer.clone()  # copy-on-write: readers of the old view keep a consistent table
+            fresh[i] = row
+            self._buffer = fresh
+            return self.view()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    n: int
+    table: torch.Tensor                    # [n, hidden] view
+    index: ExactIndex | FaissIndex         # exact over `table`, or FAISS over the first `ann_n` rows
+    ann_n: int = 0
+    stale: frozenset[int] = frozenset()    # rows < ann_n whose vector changed after the FAISS build
+
+
+@dataclass
+class SimilarTable:
+    """L2-normalised vectors of one modality (store rows with usable input, plus published items)."""
+
+    key: str
+    ids: list[str]
+    index_of: dict[str, int]
+    rows: Rows
+    _view: torch.Tensor | None = field(default=None, repr=False)
+
+    def view(self) -> torch.Tensor:
+        return self._view if self._view is not None else self.rows.view()
+
+
+class ServiceState:
+    def __init__(self, model: torch.nn.Module, item_ids: list[str], table: torch.Tensor, *,
+                 titles: Sequence[str | None] | None = None, train_counts: np.ndarray | None = None,
+                 images: Sequence[Path | None] | None = None, users: dict[str, list[str]] | None = None,
+                 similar: dict[str, SimilarTable] | None = None, index: IndexKind = "exact",
+                 index_options: dict[str, Any] | None = None, limits: Limits | None = None,
+                 info: dict[str, Any] | None = None):
+        if len(item_ids) != table.shape[0]:
+            raise ValueError(f"{len(item_ids)} item ids for a table of {table.shape[0]} rows")
+        self.model = model.eval()
+        self.max_len = int(getattr(model, "max_len", 50))
+        self.limits = limits or Limits()
+        self.info = dict(info or {})
+        self.n_base = len(item_ids)
+        # Append-only catalog: entries at positions >= a snapshot's n are invisible to that snapshot.
+        self.item_ids = list(item_ids)
+        self.index_of = {item: i for i, item in enumerate(self.item_ids)}
+        if len(self.index_of) != len(self.item_ids):
+            raise ValueError("duplicate item ids in the catalog")
+        self.titles: list[str | None] = list(titles) if titles is not None else [None] * self.n_base
+        self.images: list[Path | None] = list(images) if images is not None else [None] * self.n_base
+        counts = np.zeros(self.n_base, np.int64) if train_counts is None else np.asarray(train_counts, np.int64)
+        self.train_counts = counts
+        self.popular = np.argsort(-counts, kind="stable")
+        self.published: dict[str, float] = {}   # item id -> unix time it was published
+        self.users = users or {}
+        self.user_ids = list(self.users)
+        self.similar = similar or {}
+        self.index_kind: IndexKind = index
+        self.index_options = dict(index_options or {})
+        self._rows = Rows(table)
+        self._write = threading.Lock()
+        built = build_index(self._rows.view(), index, **self.index_options)
+        self.snapshot = Snapshot(self.n_base, self._rows.view(), built,
+                                 ann_n=self.n_base if isinstance(built, FaissIndex) else 0)
+
+    # ---- loading ------------------------------------------------------------------------------------
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, stores: Sequence[str | Path] = (), index: IndexKind = "exact",
+                 index_options: dict[str, Any] | None = None, limits: Limits | None = None) -> "ServiceState":
+        from safetensors.torch import load_file
+
+        from clip4rec.train.run import load_run
+        run_dir = Path(run_dir)
+        t0 = time.perf_counter()
+        config, dataset, split, model = load_run(run_dir)
+        item_ids = list(split.item_ids)
+        table = None
+        table_path, ids_path = run_dir / "item_table.safetensors", run_dir / "item_ids.json"
+        if table_path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == item_ids:
+            table = load_file(str(table_path))["item_table"]
+        if table is None or table.shape[0] != len(item_ids):
+            with torch.no_grad():
+                table = model.item_table().detach()
+        items = dataset.items.set_index("item_id")
+        titles = [None if t is None else str(t) for t in items.loc[item_ids, "title"].tolist()]
+        images = [dataset.image_path(p) for p in items.loc[item_ids, "image"].tolist()]
+        users: dict[str, list[str]] = {}
+        for user, group in dataset.interactions.groupby("user_id", sort=False):
+            users[str(user)] = group["item_id"].astype(str).tolist()
+        store_dirs = list(stores) or list(config.model.stores)
+        used = list(getattr(_fusion(model.item_side), "names", []) or [])
+        similar = load_similar_tables(store_dirs, prefer=used)
+        info = {"run": str(run_dir), "variant": config.model.variant, "hidden": int(table.shape[1]),
+                "max_len": config.model.max_len, "dataset": str(dataset.root), "modalities": used,
+                "stores": [str(s) for s in store_dirs], "load_seconds": None}
+        state = cls(model, item_ids, table, titles=titles, train_counts=split.train_counts, images=images,
+                    users=users, similar=similar, index=index, index_options=index_options, limits=limits, info=info)
+        state.info["load_seconds"] = round(time.perf_counter() - t0, 3)
+        return state
+
+    # ---- reads ---------------------------------------------------------------------------------------
+    def lookup(self, item_id: str, snap: Snapshot | None = None) -> int | None:
+        snap = snap or self.snapshot
+        i = self.index_of.get(item_id)
+        return i if i is not None and i < snap.n else None
+
+    def item_info(self, i: int) -> dict[str, Any]:
+        item_id = self.item_ids[i]
+        count = int(self.train_counts[i]) if i < self.n_base else 0
+        return {"item_id": item_id, "title": self.titles[i], "published": item_id in self.published,
+                "cold_start": count == 0, "train_count": count, "has_image": self.images[i] is not None}
+
+    def recommend(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
+        out = self.recommend_many([(history, k, exclude_seen)])[0]
+        if isinstance(out, ServeError):
+            raise out
+        return out
+
+    def recommend_many(self, requests: Sequence[tuple[Sequence[str], int, bool]]) -> list[dict[str, Any] | ServeError]:
+        """Answers a batch of (history, k, exclude_seen) with one user-tower pass and one table product.
+
+        Concurrent HTTP requests are coalesced into such batches (see app.py): the table is read from memory
+        once per batch instead of once per request, which is what bounds throughput on a few cores.
+        """
+        snap = self.snapshot
+        outs: list[dict[str, Any] | ServeError] = []
+        pending: list[tuple[int, list[int], list[int], int, bool]] = []
+        for j, (history, k, exclude_seen) in enumerate(requests):
+            if not 1 <= k <= self.limits.max_k:
+                outs.append(ServeError(f"k must be between 1 and {self.limits.max_k}, got {k}"))
+                continue
+            if len(history) > self.limits.max_history:
+                outs.append(ServeError(f"history has {len(history)} ids; at most {self.limits.max_history} are accepted"))
+                continue
+            known: list[int] = []
+            unknown: list[str] = []
+            for item in history:
+                i = self.lookup(item, snap)
+                if i is None:
+                    unknown.append(item)
+                else:
+                    known.append(i)
+            window = known[-self.max_len:]
+            out: dict[str, Any] = {"unknown_ids": unknown, "history_used": len(window),
+                                   "truncated": len(known) - len(window), "max_len": self.max_len, "fallback": None}
+            outs.append(out)
+            if not window:
+                out["fallback"] = "popularity"
+                out["items"] = [{**self.item_info(int(i)), "score": float(self.train_counts[i]), "rank": r + 1}
+                                for r, i in enumerate(self.popular[:k])]
+            else:
+                pending.append((j, window, known, k, exclude_seen))
+        if not pending:
+            return outs
+        users = self.model.user_vectors([np.asarray(w, dtype=np.int64) for _, w, _, _, _ in pending], snap.table)
+        if isinstance(snap.index, FaissIndex):
+            results = [self.search(users[b], k, sorted(set(known)) if ex else [], snap)
+                       for b, (_, _, known, k, ex) in enumerate(pending)]
+        else:
+            results = self._exact_many(users, pending, snap)
+        for (j, *_), (indices, scores) in zip(pending, results):
+            outs[j]["items"] = [{**self.item_info(int(i)), "score": float(s), "rank": r + 1}
+                                for r, (i, s) in enumerate(zip(indices, scores))]
+        return outs
+
+    @staticmethod
+    def _exact_many(users: torch.Tensor, pending, snap: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
+        with torch.inference_mode():
+            if len(users) == 1:
+                scores = torch.mv(snap.table, users[0])[None]
+            else:
+                scores = torch.mm(users, snap.table.T)  # [B, n]: the table is read once for the whole batch
+            for b, (_, _, known, _, exclude_seen) in enumerate(pending):
+                if exclude_seen:
+                    scores[b, torch.as_tensor(known, dtype=torch.long)] = float("-inf")
+            top = torch.topk(scores, min(max(p[3] for p in pending), snap.n), dim=1)
+            values, indices = top.values.numpy(), top.indices.numpy()
+        out = []
+        for b, (_, _, _, k, _) in enumerate(pending):
+            v, i = values[b, :k], indices[b, :k]
+            keep = np.isfinite(v)
+            out.append((i[keep].astype(np.int64), v[keep].astype(np.float32)))
+        return out
+
+    def user_vector(self, window: Sequence[int], snap: Snapshot | None = None) -> torch.Tensor:
+        snap = snap or self.snapshot
+        return self.model.user_vectors([np.asarray(window, dtype=np.int64)], snap.table)[0]
+
+    def search(self, query: torch.Tensor, k: int, exclude: Sequence[int] = (),
+               snap: Snapshot | None = None) -> tuple[np.ndarray, np.ndarray]:
+        snap = snap or self.snapshot
+        if not isinstance(snap.index, FaissIndex):
+            return snap.index.search(query, k, exclude)
+        # FAISS covers rows [0, ann_n) as they were at build time; newer or changed rows are scanned exactly.
+        idx, sc = snap.index.search(query, k, list(exclude) + sorted(snap.stale))
+        extra = sorted(set(range(snap.ann_n, snap.n)) | set(snap.stale))
+        if extra:
+            rows = torch.as_tensor(extra, dtype=torch.long)
+            extra_scores = torch.mv(snap.table[rows], query).numpy()
+            drop = np.isin(np.asarray(extra), np.asarray(list(exclude), dtype=np.int64))
+            idx = np.concatenate([idx, np.asarray(extra)[~drop]])
+            sc = np.concatenate([sc, extra_scores[~drop]])
+            order = np.argsort(-sc, kind="stable")[:k]
+            idx, sc = idx[order], sc[order]
+        return idx, sc
+
+    def similar_items(self, item_id: str, by: SimilarBy = "fused", k: int = 10) -> dict[str, Any]:
+        if not 1 <= k <= self.limits.max_k:
+            raise ServeError(f"k must be between 1 and {self.limits.max_k}, got {k}")
+        snap = self.snapshot
+        if by == "fused":
+            i = self.lookup(item_id, snap)
+            if i is None:
+                raise ServeError(f"unknown item id {item_id!r}", 404)
+            table = snap.table
+            norms = torch.linalg.vector_norm(table, dim=1).clamp_min(1e-12)
+            scores = torch.mv(table, table[i]) / (norms * norms[i])
+            scores[i] = float("-inf")
+            top = torch.topk(scores, min(k, snap.n - 1) if snap.n > 1 else 0)
+            pairs = [(int(j), float(s)) for j, s in zip(top.indices.tolist(), top.values.tolist()) if s > float("-inf")]
+            source = "item table (the Run's fused vectors)"
+        else:
+            sim = self.similar.get(by)
+            if sim is None:
+                raise ServeError(f"no {by} vectors: this service has no embedding store with an {by} modality "
+                                 f"(serve with --store STORE)", 404)
+            table = sim.view()
+            row = sim.index_of.get(item_id)
+            if row is None or row >= table.shape[0]:
+                raise ServeError(f"item {item_id!r} has no usable {by} vector in {sim.key}", 404)
+            scores = torch.mv(table, table[row])
+            scores[row] = float("-inf")
+            # a few extra: store rows of items this Run does not serve (yet) are skipped
+            top = torch.topk(scores, min(k + 16, table.shape[0] - 1) if table.shape[0] > 1 else 0)
+            pairs = []
+            for j, s in zip(top.indices.tolist(), top.values.tolist()):
+                i = self.lookup(sim.ids[j], snap)
+                if i is not None and len(pairs) < k:
+                    pairs.append((i, float(s)))
+            source = sim.key
+        return {"item_id": item_id, "by": by, "source": source,
+                "items": [{**self.item_info(i), "score": s, "rank": r + 1} for r, (i, s) in enumerate(pairs)]}
+
+    def health(self) -> dict[str, Any]:
+        snap = self.snapshot
+        return {"status": "ok", **self.info, "items": snap.n, "published": len(self.published),
+                "index": self.index_kind, "similar_by": ["fused", *sorted(self.similar)], "users": len(self.users)}
+
+    # ---- writes: the live cold-start path -----------------------------------------------------------
+    def publish(self, item_id: str, vectors: dict[str, Sequence[float]], title: str | None = None) -> dict[str, Any]:
+        """Add (or update) an item from its offline encoder vectors; recommendable as soon as this returns."""
+        from clip4rec.model.fusion import content_vector_for_new_item
+        fusion = _fusion(self.model.item_side)
+        if fusion is None:
+            raise ServeError(f"this Run (variant {self.info.get('variant', 'id')!r}) has no content path: "
+                             "new items need a content variant (text, image, fused, fused-id)", 409)
+        content, ignored = self._resolve(fusion, vectors)
+        with self._write:
+            snap = self.snapshot
+            existing = self.lookup(item_id, snap)
+            # A trained item keeps its learned ID part (weighted by its gate); a new one is pure content.
+            trained = existing if existing is not None and existing < self.n_base else None
+            vector = content_vector_for_new_item(self.model.item_side, content, index=trained).to(torch.float32)
+            if existing is None:
+                i = snap.n
+                self.item_ids.append(item_id)
+                self.titles.append(title)
+                self.images.append(None)
+                self.index_of[item_id] = i
+                table = self._rows.append(vector)
+                stale = snap.stale
+            else:
+                i = existing
+                if title is not None:
+                    self.titles[i] = title
+                table = self._rows.replace(i, vector)
+                stale = snap.stale | {i} if i < snap.ann_n else snap.stale
+            index = snap.index if isinstance(snap.index, FaissIndex) else ExactIndex(table)
+            self.published[item_id] = time.time()
+            self._publish_similar(item_id, vectors)
+            self.snapshot = Snapshot(int(table.shape[0]), table, index, snap.ann_n, stale)
+        return {"item_id": item_id, "created": existing is None, "row": i, "modalities_used": sorted(content),
+                "ignored": ignored, "items": self.snapshot.n}
+
+    def _resolve(self, fusion, vectors: dict[str, Sequence[float]]) -> tuple[dict[str, np.ndarray], list[str]]:
+        content: dict[str, np.ndarray] = {}
+        ignored: list[str] = []
+        for key, values in vectors.items():
+            matches = [n for n in fusion.names if n == key or n.rpartition(":")[2] == key]
+            if len(matches) != 1:
+                ignored.append(key)
+                continue
+            name = matches[0]
+            dim = int(getattr(fusion, f"content_{fusion.names.index(name)}").shape[1])
+            arr = np.asarray(values, dtype=np.float32)
+            if arr.ndim != 1 or arr.shape[0] != dim:
+                raise ServeError(f"vector {key!r} has {arr.size} values; the Run's {name} vectors have {dim}")
+            if not np.isfinite(arr).all():
+                raise ServeError(f"vector {key!r} holds NaN or infinite values")
+            content[name] = arr
+        if not content:
+            raise ServeError(f"none of the vectors {sorted(vectors)} is a modality this Run uses ({fusion.names}); "
+                             "send ENCODER:MODALITY keys as written by `clip4rec encode`")
+        return content, ignored
+
+    def _publish_similar(self, item_id: str, vectors: dict[str, Sequence[float]]) -> None:
+        for sim in self.similar.values():
+            values = vectors.get(sim.key, vectors.get(sim.key.rpartition(":")[2]))
+            if values is None:
+                continue
+            v = torch.as_tensor(np.asarray(values, dtype=np.float32))
+            if v.ndim != 1 or v.shape[0] != sim.rows.view().shape[1] or not torch.isfinite(v).all():
+                continue
+            v = v / v.norm().clamp_min(1e-12)
+            row = sim.index_of.get(item_id)
+            if row is None:
+                sim.ids.append(item_id)
+                sim.index_of[item_id] = len(sim.ids) - 1
+                sim._view = sim.rows.append(v)
+            else:
+                sim._view = sim.rows.replace(row, v)
+
+
+def _fusion(item_side):
+    from clip4rec.model.fusion import ContentFusion, GatedIdBlend
+    side = item_side.content if isinstance(item_side, GatedIdBlend) else item_side
+    return side if isinstance(side, ContentFusion) else None
+
+
+def load_similar_tables(stores: Sequence[str | Path], prefer: Sequence[str] = ()) -> dict[str, SimilarTable]:
+    """For by=image and by=text: one modality each from the stores (the Run's own modality first)."""
+    from clip4rec.encode.store import EmbeddingStore, StoreError
+    found: dict[str, list[tuple[int, str, EmbeddingStore, str, str]]] = {"image": [], "text": []}
+    for path in stores:
+        try:
+            store = EmbeddingStore.load(path)
+        except StoreError:
+            continue
+        for enc in store.encoders:
+            kinds = store.entry(enc).get("kinds", {})
+            for modality, kind in kinds.items():
+                if kind in found:
+                    key = f"{enc}:{modality}"
+                    rank = 0 if key in prefer else 1
+                    found[kind].append((rank, key, store, enc, modality))
+    out: dict[str, SimilarTable] = {}
+    for by, cands in found.items():
+        if not cands:
+            continue
+        _, key, store, enc, modality = sorted(cands, key=lambda c: c[0])[0]
+        ids, vecs, mask = store.vectors(modality, encoder=enc)
+        keep = np.flatnonzero(mask)
+        vecs = vecs[keep]
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        kept = [ids[i] for i in keep]
+        out[by] = SimilarTable(key, kept, {item: r for r, item in enumerate(kept)}, Rows(torch.from_numpy(vecs)))
+    return out
