@@ -79,10 +79,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         text = path.read_text()
         if path.suffix == ".toml":
             data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
+        elif path.suffix in (".yaml", ".yml", ".json"):  # JSON is YAML
             data = yaml.safe_load(text) or {}
         else:
-            raise ConfigError(f"config file must be .yaml, .yml or .toml: {path}")
+            raise ConfigError(f"config file must be .yaml, .yml, .toml or .json: {path}")
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at top level")
     for dotted, value in (overrides or {}).items():

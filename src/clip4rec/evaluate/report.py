@@ -49,7 +49,8 @@ def metrics_table(
     return "\n".join(lines) + "\n"
 
 
-def run_report_markdown(metrics: dict[str, Any], title: str, command: str | None = None) -> str:
+def run_report_markdown(metrics: dict[str, Any], title: str, command: str | None = None,
+                        run_config: dict[str, Any] | None = None, config_file: str | None = None) -> str:
     """A results page for one Run: protocol, test metrics per segment with CIs, training cost."""
     split = metrics.get("split", {})
     training = metrics.get("training", {})
@@ -68,6 +69,12 @@ def run_report_markdown(metrics: dict[str, Any], title: str, command: str | None
     lines += ["", "## Test (95% bootstrap CI over users)", "", metrics_table(metrics, metrics=keys).rstrip()]
     if metrics.get("valid"):
         lines += ["", "## Validation", "", metrics_table(metrics["valid"], metrics=keys, with_ci=False).rstrip()]
+    if run_config:
+        import json
+        lines += ["", "## Effective config (from the Run's config.json)", "",
+                  f"Reproduce with `clip4rec train {run_config.get('dataset', 'DATASET')} --config "
+                  f"{config_file or 'CONFIG.json'} --out RUN` (the `config` block below, saved as {config_file or 'JSON'}).",
+                  "", "```json", json.dumps(run_config, indent=2), "```"]
     beyond = metrics.get("beyond") or {}
     if beyond:
         lines += ["", "## Beyond accuracy (test)", "",

@@ -65,7 +65,10 @@ def register(app: typer.Typer) -> None:
             import sys
             markdown.parent.mkdir(parents=True, exist_ok=True)
             command = "clip4rec " + " ".join(sys.argv[1:])
-            markdown.write_text(run_report_markdown(metrics, title, command))
+            run_config = json.loads((run / "config.json").read_text())
+            config_file = markdown.with_suffix(".config.json")
+            config_file.write_text(json.dumps(run_config["config"], indent=2))
+            markdown.write_text(run_report_markdown(metrics, title, command, run_config, str(config_file)))
             (markdown.with_suffix(".json")).write_text(json.dumps(metrics, indent=2))
         typer.echo(json.dumps(metrics, indent=2) if as_json else metrics_table(metrics, metrics=SUMMARY_METRICS))
 
