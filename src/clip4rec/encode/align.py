@@ -1,6 +1,8 @@
 """Alignment heads for ``lite`` (a stand-in for CLIP, NOT CLIP): map the frozen EfficientNet-Lite0 image
-features and the frozen MiniLM text features into one space, trained contrastively (symmetric InfoNCE) on the
-catalog's own image-text pairs. The backbones are never touched; only these heads learn.
+features and the frozen MiniLM text features into one space, learned from the catalog's own image-text pairs.
+The backbones are never touched; only these heads learn. Two methods: ``infonce`` (two heads trained with a
+symmetric InfoNCE loss, linear or MLP) and ``cca`` (ridge-regularised CCA: two linear heads in closed form).
+``cca`` is the default because it measured better on ML-100K posters (docs/encoders.md has the numbers).
 
 Stored in ``STORE/lite.align.safetensors`` (weights + JSON spec in the metadata); applied with numpy, so
 reading a store never needs torch. ``train_heads`` is also what mismatch detection uses for its cross-fitted
@@ -22,7 +24,12 @@ from clip4rec.encode import safetensors_io as st
 DEFAULTS: dict[str, Any] = {
     "image_inputs": ["image", "image_mid"],
     "text_inputs": ["text"],
-    "arch": "mlp",          # "linear" or "mlp" (one hidden layer, GELU)
+    "method": "cca",        # "cca": ridge-regularised CCA (closed form, linear heads; measured best here) or
+                            # "infonce": heads trained with symmetric InfoNCE (linear or mlp), full batch
+    "cca_dim": 32,          # cca: shared-space size
+    "cca_reg": 10.0,        # cca: ridge added to the whitening, relative to the mean eigenvalue
+    "cca_pca": 256,         # cca: PCA components kept per side before CCA
+    "arch": "linear",       # infonce: "linear" or "mlp" (one hidden layer, GELU)
     "hidden": 512,
     "out_dim": 256,
     "epochs": 300,
@@ -79,6 +86,8 @@ def train_heads(image_feats: dict[str, np.ndarray], text_feats: dict[str, np.nda
     import torch
 
     spec = {**DEFAULTS, **(options or {})}
+    if spec["method"] == "cca":
+        return _train_cca(image_feats, text_feats, spec)
     g = torch.Generator().manual_seed(int(spec["seed"]))
     torch.manual_seed(int(spec["seed"]))
     xs, weights = {}, {}
@@ -120,7 +129,7 @@ def train_heads(image_feats: dict[str, np.ndarray], text_feats: dict[str, np.nda
             opt.zero_grad()
             loss.backward()
             opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     heads.eval()
     for side in ("image", "text"):
         layers = [m for m in heads[side] if isinstance(m, torch.nn.Linear)]
@@ -132,6 +141,45 @@ def train_heads(image_feats: dict[str, np.ndarray], text_feats: dict[str, np.nda
     info = {"pairs": n, "final_loss": losses[-1] if losses else None,
             "temperature": float(1.0 / log_scale.detach().exp())}
     return AlignmentHeads(spec, weights), info
+
+
+def _train_cca(image_feats: dict[str, np.ndarray], text_feats: dict[str, np.ndarray],
+               spec: dict[str, Any]) -> tuple[AlignmentHeads, dict[str, Any]]:
+    """Ridge-regularised CCA: linear heads, closed form, deterministic.
+
+    Each side is standardised, reduced to its top ``cca_pca`` principal components and whitened with a ridge
+    (``cca_reg`` x mean eigenvalue) so that noise directions are not blown up; the SVD of the whitened
+    cross-covariance gives the paired directions. The image side is scaled by the canonical correlations so
+    that well-correlated directions count more in the cosine.
+    """
+    weights: dict[str, np.ndarray] = {}
+    zs = {}
+    for side, feats in (("image", image_feats), ("text", text_feats)):
+        x = np.concatenate([np.asarray(feats[m], np.float64) for m in spec[f"{side}_inputs"]], axis=1)
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        weights[f"{side}.mean"], weights[f"{side}.std"] = mean.astype(np.float32), std.astype(np.float32)
+        zs[side] = (x - mean) / std
+    n = zs["image"].shape[0]
+    if n < 3:
+        raise ValueError("alignment needs at least 3 items with both an image and a text")
+
+    def whitener(z: np.ndarray) -> np.ndarray:
+        _, s, vt = np.linalg.svd(z, full_matrices=False)
+        d = min(int(spec["cca_pca"]), len(s))
+        ev = (s[:d] ** 2) / len(z)
+        return vt[:d].T / np.sqrt(ev + float(spec["cca_reg"]) * ev.mean())
+
+    wx, wy = whitener(zs["image"]), whitener(zs["text"])
+    cross = (zs["image"] @ wx).T @ (zs["text"] @ wy) / n
+    u, corr, vt = np.linalg.svd(cross)
+    k = min(int(spec["cca_dim"]), len(corr))
+    a = (wx @ u[:, :k]) * corr[:k]
+    b = wy @ vt[:k].T
+    weights["image.w1"], weights["image.b1"] = a.T.astype(np.float32), np.zeros(k, np.float32)
+    weights["text.w1"], weights["text.b1"] = b.T.astype(np.float32), np.zeros(k, np.float32)
+    spec = {**spec, "arch": "linear"}
+    return AlignmentHeads(spec, weights), {"pairs": n, "canonical_correlations": corr[:k].round(4).tolist(),
+                                           "temperature": None, "final_loss": None}
 
 
 def ensure_alignment(root: Path, enc: Any, fingerprint: str, realign: bool = False,
@@ -157,7 +205,7 @@ def ensure_alignment(root: Path, enc: Any, fingerprint: str, realign: bool = Fal
     both = np.logical_and.reduce([f.mask for f in files.values()])
     img = {m: files[m].vectors[both] for m in spec["image_inputs"]}
     txt = {m: files[m].vectors[both] for m in spec["text_inputs"]}
-    log(f"{enc.name}: training alignment heads (InfoNCE, {spec['arch']}) on {int(both.sum())} image-text pairs "
+    log(f"{enc.name}: training alignment heads ({spec['method']}) on {int(both.sum())} image-text pairs "
         f"of this catalog - a stand-in for CLIP's shared space, not CLIP")
     heads, info = train_heads(img, txt, spec)
     from datetime import datetime, timezone

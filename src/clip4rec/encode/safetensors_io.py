@@ -66,6 +66,9 @@ class StreamWriter:
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
         os.replace(self.tmp, self.path)
         _fsync_dir(self.path.parent)
         return self.path

@@ -76,6 +76,10 @@ def compose_text(row: Mapping[str, Any], fields: Iterable[str] = DEFAULT_TEXT_FI
             parts.append(f"{name.replace('_', ' ').capitalize()}: {cleaned}")
     if not parts:
         return None
+    # a field already contained in another (e.g. a title the importer already put into ``text``) is dropped
+    low = [p.lower() for p in parts]
+    parts = [p for i, p in enumerate(parts)
+             if not any(i != j and len(low[j]) > len(low[i]) and low[i] in low[j] for j in range(len(parts)))]
     return ". ".join(p.rstrip(". ") if i < len(parts) - 1 else p for i, p in enumerate(parts))
 
 

@@ -36,12 +36,14 @@ class SequentialRecommender(nn.Module):
         inputs = F.embedding(items.clamp(min=0), table) * mask[..., None]
         return self.tower(inputs, mask)
 
-    def loss(self, items: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy on the next item at every real position."""
+    def loss(self, items: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+             counted: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-softmax cross-entropy on the next item at every real (or every `counted`) position."""
         table = self.item_table()
         hidden = self.hidden_states(items, mask, table)
-        logits = hidden[mask] @ table.T
-        return F.cross_entropy(logits, targets[mask])
+        where = mask if counted is None else counted
+        logits = hidden[where] @ table.T
+        return F.cross_entropy(logits, targets[where])
 
     @torch.inference_mode()
     def user_vectors(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:

@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
         if markdown is not None:
             import sys
             markdown.parent.mkdir(parents=True, exist_ok=True)
-            command = "clip4rec " + " ".join(sys.argv[1:])
+            import shlex
+            command = "clip4rec " + shlex.join(sys.argv[1:])
             run_config = json.loads((run / "config.json").read_text())
             config_file = markdown.with_suffix(".config.json")
             config_file.write_text(json.dumps(run_config["config"], indent=2))

@@ -32,31 +32,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def training_windows(sequences: list[np.ndarray], max_len: int,
-                     rng: np.random.Generator | None = None) -> list[np.ndarray]:
+Window = tuple[np.ndarray, int]  # (items, how many leading targets serve as context only)
+
+
+def training_windows(sequences: list[np.ndarray], max_len: int, rng: np.random.Generator | None = None,
+                     min_context: int = 0) -> list[Window]:
     """Cut each training sequence into windows of at most max_len+1 items, from the end backwards.
 
-    Consecutive windows overlap by one item, so every next-item target is trained on exactly once per epoch
-    (inputs = window[:-1], targets = window[1:]). With `rng`, the cut points shift by a random offset each
-    epoch, so over epochs every target is seen with contexts of many lengths (long sequences would
-    otherwise always give the same short contexts to the same targets).
+    Every next-item target is trained on exactly once per epoch (inputs = window[:-1], targets = window[1:]).
+    With min_context = c > 0, windows overlap by c extra items whose targets are context only, so every
+    target after a sequence's first c+1 items is predicted from at least c earlier items, closer to what the
+    model sees at test time (the last max_len items); it costs up to max_len / (max_len - c) more compute.
+    With `rng`, the cut points shift by a random offset each epoch, so over epochs every target is seen with
+    contexts of many lengths.
     """
-    windows = []
+    if not 0 <= min_context < max_len:
+        raise ValueError(f"min_context must be in [0, max_len), got {min_context}")
+    step = max_len - min_context  # counted targets per full window
+    windows: list[Window] = []
     for seq in sequences:
-        end = len(seq)
-        if rng is not None and end > max_len + 1:
-            first = end - int(rng.integers(0, max_len))  # first window may be shorter than max_len+1
-            windows.append(seq[max(0, first - 1):end])
-            end = first
-        while end > 1:
-            start = max(0, end - max_len - 1)
-            windows.append(seq[start:end])
-            end = start + 1
+        hi = len(seq)  # targets at positions < hi are not covered yet (position 0 is never a target)
+        count = int(rng.integers(0, step)) if rng is not None and hi > max_len + 1 else step
+        if count == 0:  # no short first window this epoch; the target-less window keeps earlier runs' shuffles
+            windows.append((seq[hi - 1:hi], 0))
+            count = step
+        while hi > 1:
+            lo = max(1, hi - count)
+            start = max(0, lo - 1 - min_context)
+            windows.append((seq[start:hi], lo - start - 1))
+            hi, count = lo, step
     return windows
 
 
-def target_batches(windows: list[np.ndarray], batch_size: int, rng: np.random.Generator | None = None,
-                   pool_batches: int = 64) -> list[list[np.ndarray]]:
+def target_batches(windows: list[Window], batch_size: int, rng: np.random.Generator | None = None,
+                   pool_batches: int = 64) -> list[list[Window]]:
     """Group windows so each optimizer step sees about `batch_size` next-item targets.
 
     Counting targets rather than sequences makes `batch_size` mean what it means in RecBole (one target per
@@ -64,11 +73,11 @@ def target_batches(windows: list[np.ndarray], batch_size: int, rng: np.random.Ge
     length inside pools of ~`pool_batches` batches and the batches are shuffled again: batches hold windows
     of similar length, so little compute goes to padding on long-tailed data such as Amazon Beauty.
     """
-    def cut(ordered: list[np.ndarray]) -> list[list[np.ndarray]]:
+    def cut(ordered: list[Window]) -> list[list[Window]]:
         out, current, count = [], [], 0
         for window in ordered:
             current.append(window)
-            count += len(window) - 1
+            count += len(window[0]) - 1 - window[1]
             if count >= batch_size:
                 out.append(current)
                 current, count = [], 0
@@ -83,9 +92,9 @@ def target_batches(windows: list[np.ndarray], batch_size: int, rng: np.random.Ge
     for window in windows + [None]:  # None flushes the last pool
         if window is not None:
             pool.append(window)
-            count += len(window) - 1
+            count += len(window[0]) - 1 - window[1]
         if pool and (window is None or count >= pool_targets):
-            batches += cut(sorted(pool, key=len))
+            batches += cut(sorted(pool, key=lambda w: len(w[0])))
             pool, count = [], 0
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
@@ -138,16 +147,18 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
         started = time.perf_counter()
         # Per-epoch generator: shuffling depends on (seed, epoch) only, so a resumed run replays identically.
         rng = np.random.default_rng([config.seed, epoch])
-        windows = training_windows(split.train_sequences, config.model.max_len, rng)
+        windows = training_windows(split.train_sequences, config.model.max_len, rng, tcfg.min_context)
         order = rng.permutation(len(windows))
         torch.manual_seed(config.seed * 1_000_003 + epoch)
         model.train()
         batches = target_batches([windows[i] for i in order], tcfg.batch_size, rng)
         total = 0.0
         for chunk in tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False, unit="batch"):
-            items, mask = pad_right(chunk, config.model.max_len + 1)
+            items, mask = pad_right([w for w, _ in chunk], config.model.max_len + 1)
             inputs, targets, in_mask = items[:, :-1], items[:, 1:], mask[:, 1:]
-            loss = model.loss(inputs, targets, in_mask)
+            skip = torch.tensor([k for _, k in chunk])[:, None]
+            counted = in_mask & (torch.arange(in_mask.shape[1])[None, :] >= skip)
+            loss = model.loss(inputs, targets, in_mask, counted)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

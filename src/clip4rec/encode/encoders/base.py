@@ -51,8 +51,19 @@ class Encoder:
         raise NotImplementedError
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
 def digest_files(paths: list[str | os.PathLike[str]], quick: bool = False) -> str:
-    """sha256 over weight files (name + bytes); ``quick`` hashes name + size + first/last MiB only."""
+    """sha256 over weight files (name + bytes); ``quick`` hashes name + size + first/last MiB only.
+    Memoised per (path, size, mtime) so that recording the weights identity costs one read per process."""
+    key = (quick, *sorted((str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths))
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _digest_files(paths, quick)
+    return _DIGESTS[key]
+
+
+def _digest_files(paths: list[str | os.PathLike[str]], quick: bool = False) -> str:
     h = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
         h.update(path.name.encode())

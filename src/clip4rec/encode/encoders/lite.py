@@ -63,8 +63,8 @@ class LiteEncoder(Encoder):
         self.image_outputs = {"image": 1280, "image_mid": 320}
         self.text_outputs = {"text": 384}
         self.shared = None  # spaces are NOT aligned until the alignment heads are trained
-        if text_fields:
-            self.text_fields = tuple(text_fields)
+        # genres/year are used when the catalog has such columns (measured: they help image-text alignment)
+        self.text_fields = tuple(text_fields) if text_fields else ("title", "genres", "year", "text")
         self.note = ("lite = EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2: a stand-in for CLIP, NOT CLIP; image and "
                      "text spaces are aligned afterwards by heads trained on this catalog's pairs")
 
