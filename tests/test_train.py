@@ -40,12 +40,17 @@ def small_config(epochs: int = 12) -> Config:
     return cfg
 
 
-def test_training_windows_cover_every_target_once():
-    seq = np.arange(23)
-    windows = training_windows([seq, np.array([4])], max_len=8)
-    targets = np.concatenate([w[1:] for w in windows])
-    assert sorted(targets.tolist()) == list(range(1, 23))
-    assert all(len(w) <= 9 for w in windows)
+@pytest.mark.parametrize("min_context", [0, 3, 7])
+@pytest.mark.parametrize("seed", [None, 0, 1, 2])
+def test_training_windows_cover_every_target_once(min_context, seed):
+    seq = np.arange(100, 123)  # positions 1..22 are targets
+    rng = None if seed is None else np.random.default_rng(seed)
+    windows = training_windows([seq, np.array([4])], max_len=8, rng=rng, min_context=min_context)
+    counted = np.concatenate([w[1 + skip:] for w, skip in windows])
+    assert sorted(counted.tolist()) == list(range(101, 123))
+    assert all(len(w) <= 9 for w, _ in windows)
+    for w, skip in windows:  # every counted target has min_context items before it, or the sequence start
+        assert skip >= min_context or w[0] == 100 or len(w) == 1 + skip
 
 
 def test_sasrec_learns_and_trec_export_reproduces_metrics(dataset_dir, tmp_path):

@@ -44,6 +44,7 @@ class TrainConfig(Strict):
     batch_size: int = Field(1024, ge=1)   # next-item targets per optimizer step (RecBole counts the same way)
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(10, ge=1)       # epochs without a better validation NDCG@10
+    min_context: int = Field(0, ge=0)     # see train.trainer.training_windows; < model.max_len
     time_limit_s: float | None = None     # wall-clock cap on training; the best checkpoint so far is kept
     threads: int | None = None            # torch intra-op threads; None = torch default
 
