@@ -15,6 +15,7 @@ from clip4rec.data.dataset import Dataset
 from clip4rec.data.importers import import_dataset
 
 DEMO_VARIANTS = ("id", "text", "fused", "fused-id")
+DEMO_LLM_TOKENS = 64
 
 
 def demo_config(seed: int, max_epochs: int) -> Config:
@@ -42,7 +43,9 @@ def run_demo(data_root: Path, out: Path, seed: int = 42, max_epochs: int = 12,
     store = out / "store"
     for name in encoders:
         print(f"[2/3] encode items offline with frozen encoder `{name}` -> {store}")
-        encode_dataset(dataset_dir, name, store)  # resumable, re-encodes only new or changed items
+        # The demo's only shortcut: item-llm reads the first 64 tokens (title, year, genres, start of the plot).
+        options = {"max_tokens": DEMO_LLM_TOKENS} if name == "item-llm" else {}
+        encode_dataset(dataset_dir, name, store, **options)  # resumable; re-encodes only new or changed items
     print(f"[3/3] compare {', '.join(DEMO_VARIANTS)} (seed {seed}, leave-one-out, <= {max_epochs} epochs each)")
     report = compare(dataset_dir, DEMO_VARIANTS, [seed], ["loo"], [str(store)], demo_config(seed, max_epochs),
                      out / "report", progress=False)
