@@ -109,3 +109,19 @@ def test_content_variant_without_store_fails_clearly(ring, tmp_path):
     cfg.model.stores, cfg.model.modalities = [str(ring / "store")], ["image"]
     with pytest.raises(ValueError, match="image"):
         train(ring / "ds", tmp_path / "y", cfg, progress=False)
+
+
+def test_held_out_items_leave_the_training_softmax():
+    from clip4rec.model.item_side import IdItemTable
+    from clip4rec.model.recommender import SequentialRecommender
+    from clip4rec.model.user_tower import CausalTransformer
+    torch.manual_seed(0)
+    model = SequentialRecommender(IdItemTable(6, 8), CausalTransformer(8, 1, 1, 0.0, 4), 4).eval()
+    items, targets = torch.tensor([[0, 1, 2]]), torch.tensor([[1, 2, 3]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    held_out = torch.tensor([False, False, False, False, True, True])
+    table = model.item_table()
+    logits = model.hidden_states(items, mask, table)[0] @ table[:4].T  # softmax over the 4 known items only
+    expected = torch.nn.functional.cross_entropy(logits, targets[0])
+    torch.testing.assert_close(model.loss(items, targets, mask, held_out=held_out), expected)
+    assert model.loss(items, targets, mask) > expected  # with the held-out items as negatives it is larger

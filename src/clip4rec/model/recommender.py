@@ -37,12 +37,18 @@ class SequentialRecommender(nn.Module):
         return self.tower(inputs, mask)
 
     def loss(self, items: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-             counted: torch.Tensor | None = None) -> torch.Tensor:
-        """Full-softmax cross-entropy on the next item at every real (or every `counted`) position."""
+             counted: torch.Tensor | None = None, held_out: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-softmax cross-entropy on the next item at every real (or every `counted`) position.
+
+        `held_out` (bool [n_items]) removes items from the softmax: in the cold-start split they do not exist
+        at training time, and as never-positive negatives the model would learn to bury them by their content.
+        """
         table = self.item_table()
         hidden = self.hidden_states(items, mask, table)
         where = mask if counted is None else counted
         logits = hidden[where] @ table.T
+        if held_out is not None:
+            logits = logits.masked_fill(held_out, float("-inf"))
         return F.cross_entropy(logits, targets[where])
 
     @torch.inference_mode()

@@ -134,6 +134,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
     if ckpt_path.exists():
         state = _restore(ckpt_path, model, optimizer)
         print(f"resuming from {ckpt_path} after epoch {state['epoch']}")
+    held_out = torch.from_numpy(split.cold_items) if split.cold_items.any() else None
     log_path = run_dir / "train_log.jsonl"
     stopped_by = "max_epochs"
     while state["epoch"] < tcfg.max_epochs:
@@ -158,7 +159,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
             inputs, targets, in_mask = items[:, :-1], items[:, 1:], mask[:, 1:]
             skip = torch.tensor([k for _, k in chunk])[:, None]
             counted = in_mask & (torch.arange(in_mask.shape[1])[None, :] >= skip)
-            loss = model.loss(inputs, targets, in_mask, counted)
+            loss = model.loss(inputs, targets, in_mask, counted, held_out)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
