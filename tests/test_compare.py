@@ -7,19 +7,17 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from scipy import stats
 from typer.testing import CliRunner
 
-from clip4rec import Dataset
 from clip4rec.cli import app
 from clip4rec.config import load_config
 from clip4rec.encode.encoders.base import Encoder
-from clip4rec.encode.pipeline import encode_dataset
 from clip4rec.evaluate.compare import cell_dir, compare, goals, seed_summary
 from clip4rec.evaluate.significance import paired_test, pooled_pairs
+from tests.ring_data import save_ring_dataset
 
 N_ITEMS = 30
 VARIANTS = ["id", "text", "fused", "fused-id"]
@@ -54,16 +52,7 @@ class RingEncoder(Encoder):
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    root = tmp_path_factory.mktemp("compare")
-    rng = np.random.default_rng(2)
-    rows = []
-    for u in range(60):
-        start, length = int(rng.integers(N_ITEMS)), int(rng.integers(5, 9))
-        rows += [(f"u{u}", f"i{(start + t) % N_ITEMS}", t) for t in range(length)]
-    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(N_ITEMS)], "title": [f"item {k}" for k in range(N_ITEMS)],
-                          "text": [f"item {k}" for k in range(N_ITEMS)]})
-    Dataset(items, pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]), {"source": "generated"}).save(root / "ds")
-    encode_dataset(root / "ds", RingEncoder(), root / "store", progress=False, log=lambda m: None)
+    root = save_ring_dataset(tmp_path_factory.mktemp("compare"), N_ITEMS, 60, (5, 9), seed=2, encoder=RingEncoder())
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     logs: list[str] = []
     report = compare(root / "ds", VARIANTS, 2, SPLITS, [root / "store"], load_config(root / "tiny.yaml"),

@@ -5,16 +5,14 @@ on the ring. A content model can therefore rank items it never saw in training; 
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from clip4rec import Dataset
 from clip4rec.config import Config
 from clip4rec.encode.encoders.base import Encoder
-from clip4rec.encode.pipeline import encode_dataset
 from clip4rec.model.fusion import ContentFusion, GatedIdBlend, content_vector_for_new_item
 from clip4rec.train.run import load_run, train
+from tests.ring_data import save_ring_dataset
 
 N_ITEMS = 48
 
@@ -42,18 +40,7 @@ class RingTextEncoder(Encoder):
 
 @pytest.fixture(scope="module")
 def ring(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ring")
-    rng = np.random.default_rng(1)
-    rows = []
-    for u in range(150):
-        start, length = int(rng.integers(N_ITEMS)), int(rng.integers(6, 12))
-        rows += [(f"u{u}", f"i{(start + t) % N_ITEMS}", t) for t in range(length)]
-    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(N_ITEMS)], "title": [f"item {k}" for k in range(N_ITEMS)],
-                          "text": [f"item {k}" for k in range(N_ITEMS)]})
-    Dataset(items, pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]), {"source": "generated"}).save(root / "ds")
-    encode_dataset(root / "ds", RingTextEncoder(), root / "store", progress=False, log=lambda m: None)
-    return root
-
+    return save_ring_dataset(tmp_path_factory.mktemp("ring"), N_ITEMS, 150, (6, 12), seed=1, encoder=RingTextEncoder())
 
 def config(variant: str, store, epochs: int = 15) -> Config:
     cfg = Config(seed=3)
