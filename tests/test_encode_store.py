@@ -20,21 +20,9 @@ pytest.importorskip("transformers")
 from clip4rec.data.dataset import Dataset
 from clip4rec.encode import EmbeddingStore, encode_dataset
 from clip4rec.encode.encoders import load_encoder
-from clip4rec.encode.testing import BAD_IMAGE_REASONS, make_catalog, make_tiny_clip
+from clip4rec.encode.testing import BAD_IMAGE_REASONS
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cat")
-    make_catalog(root, n=24)
-    return root / "dataset"
 
 
 def _files(store: Path) -> dict[str, bytes]:

@@ -31,6 +31,18 @@ def encode_cmd(
     realign: bool = typer.Option(False, "--realign", help="lite: retrain the alignment heads on the current catalog."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) | ray (Ray Data pipeline: decode "
+                               "tasks + an actor pool holding the model; needs pip install 'clip4rec\\[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: an existing cluster ('auto', "
+                                          "'ray://head:10001'); default: start a local Ray instance."),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="ray: model actors (default: one per GPU "
+                                         "with --actor-gpus, else the CPUs left after one decode task)."),
+    actor_cpus: float = typer.Option(1.0, "--actor-cpus", help="ray: CPUs (= torch threads) per model actor."),
+    actor_gpus: float = typer.Option(0.0, "--actor-gpus", help="ray: GPUs per model actor (1: one actor per GPU; "
+                                     "use with --device cuda)."),
+    device: Optional[str] = typer.Option(None, "--device", help="clip: torch device (cpu, cuda)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="clip: float32 | float16 | bfloat16 (fp16 on GPU: "
+                                        "about 2x throughput; its vectors get their own fingerprint)."),
 ) -> None:
     """Encode every item's image and text with a frozen encoder into an embedding store (resumable, incremental)."""
     from clip4rec.data.dataset import DatasetError
@@ -42,11 +54,20 @@ def encode_cmd(
         opts["model"] = model
     if threads:
         opts["threads"] = threads
+    opts.update({k: v for k, v in (("device", device), ("dtype", dtype)) if v})
+    engine_options = ({"address": address, "actors": actors, "actor_cpus": actor_cpus, "actor_gpus": actor_gpus,
+                       "progress": not quiet} if engine == "ray" else None)
     try:
         report = encode_dataset(dataset, encoder=encoder, out=out, batch_size=batch_size, workers=workers,
                                 decode=decode, text_fields=tuple(f.strip() for f in text_fields.split(",") if f.strip())
-                                if text_fields else None, realign=realign, progress=not quiet, **opts)
-    except (DatasetError, EncoderUnavailable, ValueError) as err:
+                                if text_fields else None, realign=realign, progress=not quiet, engine=engine,
+                                engine_options=engine_options, **opts)
+    except TypeError as err:
+        if not (device or dtype):
+            raise
+        _fail(f"encoder {encoder!r} takes no --device/--dtype (clip does): {err}")
+        return
+    except (DatasetError, EncoderUnavailable, ValueError, RuntimeError) as err:
         _fail(str(err))
         return
     for line in report.lines():

@@ -12,9 +12,11 @@ How it works, and why each guarantee holds:
   ``STORE/.work/<encoder>/<kind>-<plan hash>/``. A run killed at any moment (kill -9 included) leaves only
   complete shards; the next run with the same plan skips them and recomputes the rest *with the same batch
   composition*, so every vector is bit-identical to an uninterrupted run. A changed plan discards old shards.
-* **Overlap.** Images are decoded + resized by a pool of workers (threads by default: PIL releases the GIL
-  while decoding/resizing; ``decode="process"`` for a process pool) a few batches ahead of the model, so
-  decoding overlaps the forward pass; at most ``prefetch`` batches of decoded pixels exist at once.
+* **Engine.** Which batches to compute is decided here; *how* they are computed is the engine's job
+  (``clip4rec.encode.engines``): ``local`` decodes images with a worker pool a few batches ahead of the model in
+  this process; ``ray`` runs decode and the model as stages of a Ray Data pipeline (actor pool holding the frozen
+  model), locally or on a cluster. Both compute exactly the planned batches and hand them back here to be
+  written as shards, so the store, resume and refresh do not depend on the engine.
 * **Finish.** Final files are streamed row-chunk by row-chunk in catalog order (bounded memory), each written
   atomically; then (lite) the alignment heads; then the manifest; then the shards are deleted.
 * **Bad input** never stops the run: the row gets mask 0 and a zero vector; the reason is kept per item
@@ -30,18 +32,18 @@ import platform
 import shutil
 import sys
 import time
-from collections import deque
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from clip4rec.encode import safetensors_io as st
 from clip4rec.encode.encoders import Encoder, load_encoder
-from clip4rec.encode.images import file_hash, load_image
+from clip4rec.encode.engines import Engine, EncoderSpec, KindWork, get_engine
+from clip4rec.encode.images import file_hash
 from clip4rec.encode.store import (FORMAT_VERSION, ModalityFile, encode_ids, modality_file,
                                    read_manifest, write_manifest)
 from clip4rec.encode.text import compose_text, text_hash
@@ -117,13 +119,24 @@ def encode_dataset(dataset: Any, encoder: str | Encoder = "lite", out: str | os.
                    batch_size: int = 32, workers: int | None = None, decode: str = "thread", prefetch: int = 2,
                    text_fields: tuple[str, ...] | list[str] | None = None, realign: bool = False,
                    align_options: dict[str, Any] | None = None, progress: bool = True,
-                   log: Callable[[str], None] = _log_default, **encoder_options: Any) -> EncodeReport:
-    """Encode every item of ``dataset`` (a Dataset or its directory) into the store at ``out``."""
+                   log: Callable[[str], None] = _log_default, engine: str | Engine = "local",
+                   engine_options: dict[str, Any] | None = None, **encoder_options: Any) -> EncodeReport:
+    """Encode every item of ``dataset`` (a Dataset or its directory) into the store at ``out``.
+
+    ``engine``: ``"local"`` (``workers``/``decode``/``prefetch`` apply) or ``"ray"`` (``engine_options``: address,
+    actors, actor_cpus, actor_gpus, decode_cpus, num_cpus; see ``engines/ray_engine.py``), or an Engine.
+    """
     from clip4rec.data.dataset import Dataset
 
     t0 = time.perf_counter()
     ds = dataset if isinstance(dataset, Dataset) else Dataset.load(dataset)
+    if isinstance(engine, str):
+        engine = (get_engine("local", workers=workers, decode=decode, prefetch=prefetch) if engine == "local"
+                  else get_engine(engine, **(engine_options or {})))
     enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder, **encoder_options)
+    # how a remote worker rebuilds the same encoder (its fingerprint is checked against ours there)
+    spec = (EncoderSpec(instance=encoder) if isinstance(encoder, Encoder)
+            else EncoderSpec(name=encoder, options=dict(encoder_options)))
     fields = tuple(text_fields) if text_fields else tuple(enc.text_fields)
     enc.text_fields = fields
     if not enc.is_clip:
@@ -157,13 +170,12 @@ def encode_dataset(dataset: Any, encoder: str | Encoder = "lite", out: str | os.
     if enc.text_outputs:
         kinds.append(("text", enc.text_outputs))
 
-    n_workers = workers if workers is not None else max(1, min(4, (os.cpu_count() or 2)))
-    reencoded: set[int] = set()
+    plans: list[_KindPlan] = []
     for kind, outputs in kinds:
         if kind == "image":
             paths = [ds.image_path(r.get("image")) for r in keep]
             kind_fp = hashlib.sha256(f"{fingerprint}:image".encode()).hexdigest()
-            with ThreadPoolExecutor(max(2, n_workers)) as pool:
+            with ThreadPoolExecutor(max(2, workers or min(4, os.cpu_count() or 2))) as pool:
                 hashes = list(pool.map(file_hash, paths))
             inputs: list[Any] = paths
         else:
@@ -171,9 +183,15 @@ def encode_dataset(dataset: Any, encoder: str | Encoder = "lite", out: str | os.
             hashes = [text_hash(t) for t in texts]
             inputs = texts
             kind_fp = hashlib.sha256(f"{fingerprint}:text:{json.dumps(list(fields))}".encode()).hexdigest()
-        done = _encode_kind(enc, kind, outputs, root, ids, inputs, hashes, kind_fp, batch_size,
-                            n_workers, decode, prefetch, progress, log, report)
-        reencoded.update(done)
+        plans.append(_plan_kind(enc.name, kind, outputs, root, ids, inputs, hashes, kind_fp, batch_size, log, report))
+    try:
+        _compute_shards(engine, enc, spec, fingerprint, plans, ids, progress)
+    finally:
+        engine.close()
+    reencoded: set[int] = set()
+    for plan in plans:
+        _assemble(enc.name, plan, root, ids, report)
+        reencoded.update(plan.todo)
     report.items_reencoded = len(reencoded)
 
     # ---- alignment heads (lite), manifest, cleanup ----------------------------------------------
@@ -220,7 +238,7 @@ def encode_dataset(dataset: Any, encoder: str | Encoder = "lite", out: str | os.
     entry["last_run"] = {"encoded": report.encoded, "reused": report.reused, "items_reencoded": report.items_reencoded,
                          "rows_encoded": total_encoded, "resumed_shards": report.resumed_shards,
                          "wall_s": round(report.wall_s, 3), "items_per_s": round(report.items_per_s, 3),
-                         "batch_size": batch_size, "workers": n_workers, "decode": decode}
+                         "batch_size": batch_size, **engine.describe()}
     manifest.setdefault("encoders", {})[enc.name] = entry
     manifest["format_version"] = FORMAT_VERSION
     manifest["updated"] = now
@@ -279,64 +297,75 @@ def _shard_ok(path: Path, rows: int, ids: list[str]) -> bool:
         return False
 
 
-def _encode_kind(enc: Encoder, kind: str, outputs: dict[str, int], root: Path, ids: list[str], inputs: list[Any],
-                 hashes: list[bytes], fingerprint: str, batch_size: int, n_workers: int, decode: str,
-                 prefetch: int, progress: bool, log: Callable[[str], None], report: EncodeReport) -> list[int]:
-    reuse, old = _old_rows(root, enc.name, outputs, fingerprint, ids, hashes)
+@dataclass
+class _KindPlan:
+    """One kind's plan: which rows are reused from the old store, which are encoded, in which batches/shards."""
+
+    kind: str
+    outputs: dict[str, int]
+    fingerprint: str
+    hashes: list[bytes]
+    reuse: list[int]                  # per item: row of the old file to copy, or -1
+    old: dict[str, ModalityFile]
+    todo: list[int]                   # items to encode, catalog order
+    batches: list[tuple[int, int]]    # slices of ``todo``; batch b is shard b
+    shard_path: list[Path]
+    work: KindWork                    # the batches without a finished shard: what the engine computes
+
+
+def _plan_kind(enc_name: str, kind: str, outputs: dict[str, int], root: Path, ids: list[str], inputs: list[Any],
+               hashes: list[bytes], fingerprint: str, batch_size: int, log: Callable[[str], None],
+               report: EncodeReport) -> _KindPlan:
+    reuse, old = _old_rows(root, enc_name, outputs, fingerprint, ids, hashes)
     todo = [i for i, r in enumerate(reuse) if r < 0]
     plan = hashlib.sha256(json.dumps([fingerprint, kind, batch_size]).encode())
     for i in todo:
         plan.update(ids[i].encode() + b"\0" + hashes[i])
     plan_id = plan.hexdigest()[:16]
-    work_base = root / ".work" / enc.name
-    work = work_base / f"{kind}-{plan_id}"
+    work_base = root / ".work" / enc_name
+    work_dir = work_base / f"{kind}-{plan_id}"
     if work_base.is_dir():  # shards of a different plan cannot be reused
         for stale in work_base.glob(f"{kind}-*"):
-            if stale != work:
+            if stale != work_dir:
                 shutil.rmtree(stale, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
 
     batches = _batches(len(todo), batch_size)
-    shard_path = [work / f"shard-{b:06d}.safetensors" for b in range(len(batches))]
-    pending = [b for b, (s, e) in enumerate(batches)
-               if not _shard_ok(shard_path[b], e - s, [ids[i] for i in todo[s:e]])]
-    resumed = len(batches) - len(pending)
+    shard_path = [work_dir / f"shard-{b:06d}.safetensors" for b in range(len(batches))]
+    work = KindWork(kind, dict(outputs))
+    for b, (s, e) in enumerate(batches):
+        rows = todo[s:e]
+        if not _shard_ok(shard_path[b], e - s, [ids[i] for i in rows]):
+            work.batches.append((b, [ids[i] for i in rows], [inputs[i] for i in rows]))
+    resumed = len(batches) - len(work.batches)
     report.encoded[kind] = len(todo)
     report.reused[kind] = len(ids) - len(todo)
     report.resumed_shards[kind] = resumed
     if resumed:
         log(f"{kind}: resuming - {resumed} of {len(batches)} batch shard(s) already done")
+    return _KindPlan(kind, dict(outputs), fingerprint, hashes, reuse, old, todo, batches, shard_path, work)
 
+
+def _compute_shards(engine: Engine, enc: Encoder, spec: EncoderSpec, fingerprint: str, plans: list[_KindPlan],
+                    ids: list[str], progress: bool) -> None:
+    """Let the engine compute every pending batch; write each one's shard (atomically) as it arrives."""
     slow = float(os.environ.get(SLOW_ENV, "0") or 0)
-    left_rows = sum(batches[b][1] - batches[b][0] for b in pending)
+    works = [p.work for p in plans]
+    left_rows = sum(w.rows for w in works)
     bar = None
     if progress and left_rows:
         from tqdm.auto import tqdm
-        bar = tqdm(total=left_rows, unit="item", desc=f"{enc.name}:{kind}", dynamic_ncols=True, file=sys.stderr)
+        desc = f"{enc.name}:{'+'.join(w.kind for w in works if w.batches)} ({engine.name})"
+        bar = tqdm(total=left_rows, unit="row", desc=desc, dynamic_ncols=True, file=sys.stderr)
     try:
-        for b, loaded in _prepared(enc, kind, batches, pending, todo, inputs, n_workers, decode, prefetch):
-            s, e = batches[b]
-            rows = todo[s:e]
-            vec = {m: np.zeros((len(rows), d), np.float32) for m, d in outputs.items()}
-            mask = np.zeros(len(rows), np.uint8)
-            reasons: dict[str, str] = {}
-            good = [j for j, (x, why) in enumerate(loaded) if why is None]
-            for j, (x, why) in enumerate(loaded):
-                if why is not None:
-                    reasons[ids[rows[j]]] = why
-            if good:
-                if kind == "image":
-                    pixels = enc.image_prep.normalize(np.stack([loaded[j][0] for j in good]))
-                    result = enc.encode_images(pixels)
-                else:
-                    result = enc.encode_texts([loaded[j][0] for j in good])
-                for m in outputs:
-                    vec[m][good] = np.asarray(result[m], np.float32)
-                mask[good] = 1
-            tensors = {f"v:{m}": vec[m] for m in outputs}
-            tensors.update({"mask": mask, "item_ids": encode_ids([ids[i] for i in rows]),
-                            "hash": np.frombuffer(b"".join(hashes[i] for i in rows), np.uint8).reshape(-1, 32)})
-            st.save(shard_path[b], tensors, {"reasons": json.dumps(reasons, ensure_ascii=False)})
+        for w, b, res in engine.compute(enc, spec, fingerprint, works):
+            plan = plans[w]
+            s, e = plan.batches[b]
+            rows = plan.todo[s:e]
+            tensors: dict[str, np.ndarray] = {f"v:{m}": res.vectors[m] for m in plan.outputs}
+            tensors.update({"mask": res.mask, "item_ids": encode_ids([ids[i] for i in rows]),
+                            "hash": np.frombuffer(b"".join(plan.hashes[i] for i in rows), np.uint8).reshape(-1, 32)})
+            st.save(plan.shard_path[b], tensors, {"reasons": json.dumps(res.reasons, ensure_ascii=False)})
             if bar is not None:
                 bar.update(len(rows))
             if slow:
@@ -345,56 +374,12 @@ def _encode_kind(enc: Encoder, kind: str, outputs: dict[str, int], root: Path, i
         if bar is not None:
             bar.close()
 
-    _assemble(enc.name, kind, outputs, root, ids, hashes, reuse, old, todo, batches, shard_path, fingerprint, report)
-    return todo
 
-
-def _prepared(enc: Encoder, kind: str, batches: list[tuple[int, int]], pending: list[int], todo: list[int],
-              inputs: list[Any], n_workers: int, decode: str, prefetch: int) -> Iterator[tuple[int, list[tuple[Any, str | None]]]]:
-    """Yield (batch number, [(input ready for the model | None, reason | None)]) with decoding done ahead."""
-    if kind == "text":
-        for b in pending:
-            s, e = batches[b]
-            yield b, [((t, None) if t else (None, "empty text")) for t in (inputs[i] for i in todo[s:e])]
-        return
-    prep = enc.image_prep
-    pool: Executor
-    if decode == "process":
-        import multiprocessing as mp
-        pool = ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"))
-    elif decode == "thread":
-        pool = ThreadPoolExecutor(n_workers)
-    else:
-        raise ValueError(f"decode must be 'thread' or 'process', not {decode!r}")
-    with pool:
-        queue: deque = deque()
-        it = iter(pending)
-
-        def submit() -> None:
-            b = next(it, None)
-            if b is not None:
-                s, e = batches[b]
-                paths = [inputs[i] for i in todo[s:e]]
-                chunk = max(1, len(paths) // max(1, n_workers))
-                futs = [pool.submit(_load_many, paths[k:k + chunk], prep) for k in range(0, len(paths), chunk)]
-                queue.append((b, futs))
-
-        for _ in range(max(1, prefetch)):
-            submit()
-        while queue:
-            b, futs = queue.popleft()
-            submit()
-            yield b, [r for f in futs for r in f.result()]
-
-
-def _load_many(paths: list[Any], prep) -> list[tuple[np.ndarray | None, str | None]]:
-    return [load_image(p, prep) for p in paths]
-
-
-def _assemble(enc_name: str, kind: str, outputs: dict[str, int], root: Path, ids: list[str], hashes: list[bytes],
-              reuse: list[int], old: dict[str, ModalityFile], todo: list[int], batches: list[tuple[int, int]],
-              shard_path: list[Path], fingerprint: str, report: EncodeReport, chunk: int = 4096) -> None:
+def _assemble(enc_name: str, plan: _KindPlan, root: Path, ids: list[str], report: EncodeReport,
+              chunk: int = 4096) -> None:
     """Write the final per-modality files in catalog order, streaming (bounded memory), atomically."""
+    kind, outputs, hashes, reuse, old = plan.kind, plan.outputs, plan.hashes, plan.reuse, plan.old
+    todo, batches, shard_path, fingerprint = plan.todo, plan.batches, plan.shard_path, plan.fingerprint
     n = len(ids)
     pos = {i: p for p, i in enumerate(todo)}
     # reasons of bad inputs: from the old file for reused rows, from shards for new ones

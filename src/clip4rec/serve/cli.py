@@ -17,10 +17,16 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Argument(..., help="Run directory (from `clip4rec train`)"),
         host: str = typer.Option("127.0.0.1", "--host", help="address to bind (loopback unless told otherwise)"),
         port: int = typer.Option(8000, "--port"),
-        index: str = typer.Option("exact", "--index", help="top-k: exact (torch matmul + partial sort) | faiss"),
-        faiss_kind: str = typer.Option("ivf", "--faiss-kind", help="faiss: ivf (approximate, see its recall in "
-                                                                   "bench/results/serve_latency.md) | flat (exact)"),
-        nprobe: int = typer.Option(16, "--nprobe", help="faiss ivf: inverted lists probed per query"),
+        index: str = typer.Option("auto", "--index", help="top-k: auto (the index persisted by `clip4rec index` "
+                                  "beside the Run if any, else exact) | exact (torch matmul + partial sort) | faiss "
+                                  "(built at start) | persisted"),
+        faiss_kind: Optional[str] = typer.Option(None, "--faiss-kind", help="faiss: ivf (default; approximate, see "
+                                                 "its recall in bench/results/scale.json) | hnsw | flat (exact); "
+                                                 "persisted: which one (default: the newest)"),
+        nprobe: Optional[int] = typer.Option(None, "--nprobe", help="faiss ivf: inverted lists probed per query "
+                                                                    "(default 16, or as persisted)"),
+        ef_search: Optional[int] = typer.Option(None, "--ef-search", help="faiss hnsw: candidate list per query "
+                                                                          "(default 64, or as persisted)"),
         max_batch: int = typer.Option(16, "--max-batch", help="concurrent /recommend calls answered together"),
         store: list[Path] = typer.Option([], "--store", help="embedding store(s) for /similar?by=image|text "
                                                             "(default: the stores the Run was trained on)"),
@@ -36,29 +42,77 @@ def register(app: typer.Typer) -> None:
         from clip4rec.serve.app import serve
         from clip4rec.serve.index import faiss_available
         from clip4rec.serve.state import Limits, ServiceState
-        if index not in ("exact", "faiss"):
-            raise typer.BadParameter("--index must be exact or faiss")
-        if faiss_kind not in ("ivf", "flat"):
-            raise typer.BadParameter("--faiss-kind must be ivf or flat")
-        if index == "faiss" and not faiss_available():
-            typer.secho("--index faiss needs the faiss-cpu package (pip install faiss-cpu)", fg="red", err=True)
+        if index not in ("auto", "exact", "faiss", "persisted"):
+            raise typer.BadParameter("--index must be auto, exact, faiss or persisted")
+        if faiss_kind not in (None, "ivf", "hnsw", "flat"):
+            raise typer.BadParameter("--faiss-kind must be ivf, hnsw or flat")
+        if index in ("faiss", "persisted") and not faiss_available():
+            typer.secho(f"--index {index} needs the faiss-cpu package (pip install faiss-cpu)", fg="red", err=True)
             raise typer.Exit(2)
         if threads:
             torch.set_num_threads(threads)
+        if index == "faiss":
+            options: dict[str, Any] | None = {"nprobe": nprobe or 16, "ef_search": ef_search or 64,
+                                              "kind": faiss_kind or "ivf"}
+        else:
+            options = {k: v for k, v in (("kind", faiss_kind), ("nprobe", nprobe), ("ef_search", ef_search)) if v}
+        if index == "auto" and not faiss_available():
+            index = "exact"
         try:
             state = ServiceState.from_run(run, stores=store, index=index,  # type: ignore[arg-type]
-                                          index_options={"nprobe": nprobe, "kind": faiss_kind} if index == "faiss" else None,
-                                          limits=Limits(max_body_bytes=max_body))
+                                          index_options=options, limits=Limits(max_body_bytes=max_body))
         except (FileNotFoundError, ValueError) as err:
             typer.secho(str(err), fg="red", err=True)
             raise typer.Exit(2)
         h = state.health()
-        typer.echo(f"serving {run} ({h['variant']}, {h['items']} items, {index} top-k) on http://{host}:{port} "
+        how = (f"faiss {h['faiss']['kind']}{' (persisted)' if h['faiss']['persisted'] else ''}" if "faiss" in h
+               else "exact")
+        typer.echo(f"serving {run} ({h['variant']}, {h['items']} items, {how} top-k) on http://{host}:{port} "
                    f"- page at /, API docs at /docs")
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.secho(f"warning: bound to {host}: reachable from other machines; the API has no authentication",
                         fg="yellow", err=True)
         serve(state, host=host, port=port, log_level=log_level, max_batch=max_batch)
+
+    @app.command("index")
+    def index_cmd(
+        run: Path = typer.Argument(..., help="Run directory (from `clip4rec train`)"),
+        kind: str = typer.Option("ivf", "--kind", help="ivf (inverted lists; fast build; best recall per ms in "
+                                 "bench/results/scale.json) | hnsw (graph; lowest latency, slow build, 2x memory) "
+                                 "| flat (exact)"),
+        nlist: Optional[int] = typer.Option(None, "--nlist", help="ivf: lists (default ~sqrt(items))"),
+        nprobe: int = typer.Option(32, "--nprobe", help="ivf: lists probed per query (serve --nprobe overrides; "
+                                                        "32 of 1000 lists: recall@10 0.997 at 10^6 items)"),
+        m: int = typer.Option(32, "--m", help="hnsw: links per node"),
+        ef_construction: int = typer.Option(80, "--ef-construction", help="hnsw: candidate list while building"),
+        ef_search: int = typer.Option(64, "--ef-search", help="hnsw: candidate list per query (serve --ef-search "
+                                                              "overrides)"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="build threads (default: all cores)"),
+    ) -> None:
+        """Build a FAISS index over a Run's item table and save it beside the Run (RUN/index/); `serve` loads it."""
+        import torch
+
+        from clip4rec.serve.index import faiss_available
+        from clip4rec.serve.index_store import build_and_save
+        from clip4rec.serve.state import load_serving_table
+        if kind not in ("hnsw", "ivf", "flat"):
+            raise typer.BadParameter("--kind must be hnsw, ivf or flat")
+        if not faiss_available():
+            typer.secho("clip4rec index needs the faiss-cpu package (pip install faiss-cpu)", fg="red", err=True)
+            raise typer.Exit(2)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            *_, item_ids, table = load_serving_table(run)
+        except (FileNotFoundError, ValueError) as err:
+            typer.secho(str(err), fg="red", err=True)
+            raise typer.Exit(2)
+        m_ = build_and_save(run, table, item_ids, kind=kind, nlist=nlist, nprobe=nprobe, m=m,
+                            ef_construction=ef_construction, ef_search=ef_search)
+        typer.echo(f"built {m_['kind']} index over {m_['n_items']} items x {m_['dim']} in {m_['build_seconds']}s "
+                   f"({m_['index_bytes'] / 2**20:.1f} MiB, {m_['params']}) -> {run / 'index' / m_['file']}")
+        if m_["kind"] != kind:
+            typer.echo(f"note: {kind} needs at least 1000 items to train its lists; built exact flat instead")
 
     @app.command("publish")
     def publish_cmd(

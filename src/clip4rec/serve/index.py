@@ -55,40 +55,73 @@ def faiss_available() -> bool:
     return True
 
 
+FaissKind = Literal["ivf", "hnsw", "flat"]
+
+
 class FaissIndex:
     """Inner-product FAISS index over a snapshot of the table.
 
-    `kind="ivf"` (default): IndexIVFFlat with ~sqrt(n) lists, `nprobe` probed per query: approximate, its
-    recall against exact is measured by `recall_vs_exact`. `kind="flat"`: IndexFlatIP, exact (a baseline).
+    `kind="ivf"` (default): IndexIVFFlat with ~sqrt(n) lists, `nprobe` probed per query (tables under 1000 rows
+    get flat: too few points to train lists). `kind="hnsw"`: IndexHNSWFlat, graph with `m` links per node,
+    `ef_construction` at build, `ef_search` per query. Both approximate: `recall_vs_exact` measures them.
+    `kind="flat"`: IndexFlatIP, exact (a baseline). `clip4rec index` persists one beside a Run (index_store.py).
     """
 
     name = "faiss"
 
-    def __init__(self, table: torch.Tensor | np.ndarray, kind: Literal["ivf", "flat"] = "ivf",
-                 nlist: int | None = None, nprobe: int = 16, seed: int = 0):
-        try:
-            import faiss
-        except ImportError as err:
-            raise RuntimeError("the FAISS index needs the `faiss-cpu` package (pip install faiss-cpu), "
-                               "or use the default exact index") from err
+    def __init__(self, table: torch.Tensor | np.ndarray, kind: FaissKind = "ivf", nlist: int | None = None,
+                 nprobe: int = 16, seed: int = 0, m: int = 32, ef_construction: int = 80, ef_search: int = 64):
+        faiss = _faiss()
         faiss.omp_set_num_threads(max(1, torch.get_num_threads()))  # same thread budget as the torch path
         data = np.ascontiguousarray(table.numpy() if isinstance(table, torch.Tensor) else table, dtype=np.float32)
-        self.n, dim = data.shape
-        self.kind = kind
-        if kind == "flat" or self.n < 1000:
-            self.index = faiss.IndexFlatIP(dim)
-            self.kind = "flat"
-        else:
-            nlist = nlist or int(max(16, min(65536, np.sqrt(self.n))))
+        n, dim = data.shape
+        if kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+            index.hnsw.efSearch = ef_search
+        elif kind == "flat" or n < 1000:
+            index, kind = faiss.IndexFlatIP(dim), "flat"
+        elif kind == "ivf":
+            nlist = nlist or int(max(16, min(65536, np.sqrt(n))))
             quantizer = faiss.IndexFlatIP(dim)
-            self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)
-            sample = data if self.n <= 64 * nlist else data[rng.choice(self.n, 64 * nlist, replace=False)]
-            self.index.cp.seed = seed
-            self.index.train(sample)
-            self.index.nprobe = min(nprobe, nlist)
-        self.index.add(data)
-        self.nprobe = getattr(self.index, "nprobe", None)
+            sample = data if n <= 64 * nlist else data[rng.choice(n, 64 * nlist, replace=False)]
+            index.cp.seed = seed
+            index.train(sample)
+            index.nprobe = min(nprobe, nlist)
+        else:
+            raise ValueError(f"unknown faiss kind {kind!r}; use ivf, hnsw or flat")
+        index.add(data)
+        self._wrap(index, kind)
+
+    @classmethod
+    def from_faiss(cls, index, kind: str) -> "FaissIndex":
+        """Wrap a faiss index read from disk (see index_store.py)."""
+        self = cls.__new__(cls)
+        self._wrap(index, kind)
+        return self
+
+    def _wrap(self, index, kind: str) -> None:
+        self.index, self.kind, self.n = index, kind, int(index.ntotal)
+        self.nprobe = getattr(index, "nprobe", None)
+
+    def params(self) -> dict[str, int]:
+        """The settings that shape results, as recorded beside a persisted index."""
+        if self.kind == "ivf":
+            return {"nlist": int(self.index.nlist), "nprobe": int(self.index.nprobe)}
+        if self.kind == "hnsw":
+            h = self.index.hnsw
+            return {"m": int(h.nb_neighbors(1)), "ef_construction": int(h.efConstruction), "ef_search": int(h.efSearch)}
+        return {}
+
+    def set_search(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Query-time knobs (no rebuild): IVF lists probed, HNSW candidate list size."""
+        if nprobe is not None and self.kind == "ivf":
+            self.index.nprobe = min(nprobe, int(self.index.nlist))
+            self.nprobe = self.index.nprobe
+        if ef_search is not None and self.kind == "hnsw":
+            self.index.hnsw.efSearch = ef_search
 
     def search(self, query: torch.Tensor, k: int, exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         excluded = set(int(i) for i in exclude)
@@ -102,8 +135,17 @@ class FaissIndex:
         return indices[keep][:k].astype(np.int64), scores[keep][:k].astype(np.float32)
 
 
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:
+        raise RuntimeError("the FAISS index needs the `faiss-cpu` package (pip install faiss-cpu), "
+                           "or use the default exact index") from err
+    return faiss
+
+
 def build_index(table: torch.Tensor, index: IndexKind = "exact", **options) -> ExactIndex | FaissIndex:
-    """`options` go to FaissIndex (kind="ivf"|"flat", nprobe, nlist)."""
+    """`options` go to FaissIndex (kind="ivf"|"hnsw"|"flat", nprobe, nlist, m, ef_construction, ef_search)."""
     if index == "exact":
         return ExactIndex(table)
     if index == "faiss":

@@ -106,7 +106,7 @@ class ServiceState:
                  images: Sequence[Path | None] | None = None, users: dict[str, list[str]] | None = None,
                  similar: dict[str, SimilarTable] | None = None, index: IndexKind = "exact",
                  index_options: dict[str, Any] | None = None, limits: Limits | None = None,
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, prebuilt: FaissIndex | None = None):
         if len(item_ids) != table.shape[0]:
             raise ValueError(f"{len(item_ids)} item ids for a table of {table.shape[0]} rows")
         self.model = model.eval()
@@ -132,28 +132,39 @@ class ServiceState:
         self.index_options = dict(index_options or {})
         self._rows = Rows(table)
         self._write = threading.Lock()
-        built = build_index(self._rows.view(), index, **self.index_options)
+        if prebuilt is not None:  # e.g. loaded from RUN/index/ (see index_store.py)
+            if prebuilt.n != self.n_base:
+                raise ValueError(f"the prebuilt index holds {prebuilt.n} rows for {self.n_base} items")
+            self.index_kind = "faiss"
+        built = prebuilt if prebuilt is not None else build_index(self._rows.view(), index, **self.index_options)
         self.snapshot = Snapshot(self.n_base, self._rows.view(), built,
                                  ann_n=self.n_base if isinstance(built, FaissIndex) else 0)
 
     # ---- loading ------------------------------------------------------------------------------------
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, stores: Sequence[str | Path] = (), index: IndexKind = "exact",
+    def from_run(cls, run_dir: str | Path, *, stores: Sequence[str | Path] = (),
+                 index: IndexKind | Literal["auto", "persisted"] = "exact",
                  index_options: dict[str, Any] | None = None, limits: Limits | None = None) -> "ServiceState":
-        from safetensors.torch import load_file
-
-        from clip4rec.train.run import load_run
+        """``index``: exact | faiss (built now, in memory) | persisted (the FAISS index `clip4rec index` saved
+        beside the Run; ``index_options["kind"]`` picks one, else the newest) | auto (persisted if the Run has
+        one, else exact). A persisted index built from another item table is refused (StaleIndexError)."""
         run_dir = Path(run_dir)
         t0 = time.perf_counter()
-        config, dataset, split, model = load_run(run_dir)
-        item_ids = list(split.item_ids)
-        table = None
-        table_path, ids_path = run_dir / "item_table.safetensors", run_dir / "item_ids.json"
-        if table_path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == item_ids:
-            table = load_file(str(table_path))["item_table"]
-        if table is None or table.shape[0] != len(item_ids):
-            with torch.no_grad():
-                table = model.item_table().detach()
+        config, dataset, split, model, item_ids, table = load_serving_table(run_dir)
+        prebuilt, index_info = None, None
+        if index in ("auto", "persisted"):
+            from clip4rec.serve.index_store import load_persisted
+            opts = dict(index_options or {})
+            found = load_persisted(run_dir, table, item_ids, kind=opts.pop("kind", None))
+            if found is None and index == "persisted":
+                raise FileNotFoundError(f"{run_dir} has no persisted index: build one with "
+                                        f"`clip4rec index {run_dir}`")
+            if found is not None:
+                prebuilt, manifest = found
+                prebuilt.set_search(nprobe=opts.get("nprobe"), ef_search=opts.get("ef_search"))
+                index_info = {"kind": prebuilt.kind, "params": prebuilt.params(), "persisted": True,
+                              "built": manifest.get("created"), "build_seconds": manifest.get("build_seconds")}
+            index, index_options = "faiss" if found is not None else "exact", None
         items = dataset.items.set_index("item_id")
         titles = [None if t is None else str(t) for t in items.loc[item_ids, "title"].tolist()]
         images = [dataset.image_path(p) for p in items.loc[item_ids, "image"].tolist()]
@@ -167,7 +178,13 @@ class ServiceState:
                 "max_len": config.model.max_len, "dataset": str(dataset.root), "modalities": used,
                 "stores": [str(s) for s in store_dirs], "load_seconds": None}
         state = cls(model, item_ids, table, titles=titles, train_counts=split.train_counts, images=images,
-                    users=users, similar=similar, index=index, index_options=index_options, limits=limits, info=info)
+                    users=users, similar=similar, index=index, index_options=index_options, limits=limits, info=info,
+                    prebuilt=prebuilt)
+        built = state.snapshot.index
+        if index_info is None and isinstance(built, FaissIndex):
+            index_info = {"kind": built.kind, "params": built.params(), "persisted": False}
+        if index_info is not None:
+            state.info["faiss"] = index_info
         state.info["load_seconds"] = round(time.perf_counter() - t0, 3)
         return state
 
@@ -392,6 +409,25 @@ class ServiceState:
                 sim._view = sim.rows.append(v)
             else:
                 sim._view = sim.rows.replace(row, v)
+
+
+def load_serving_table(run_dir: str | Path) -> tuple[Any, Any, Any, torch.nn.Module, list[str], torch.Tensor]:
+    """(config, dataset, split, model, item ids, item table) of a Run: the table the service scores against
+    (the Run's saved item_table.safetensors when it matches the item ids, else recomputed from the model)."""
+    from safetensors.torch import load_file
+
+    from clip4rec.train.run import load_run
+    run_dir = Path(run_dir)
+    config, dataset, split, model = load_run(run_dir)
+    item_ids = list(split.item_ids)
+    table = None
+    table_path, ids_path = run_dir / "item_table.safetensors", run_dir / "item_ids.json"
+    if table_path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == item_ids:
+        table = load_file(str(table_path))["item_table"]
+    if table is None or table.shape[0] != len(item_ids):
+        with torch.no_grad():
+            table = model.item_table().detach()
+    return config, dataset, split, model, item_ids, table
 
 
 def _fusion(item_side):

@@ -57,14 +57,17 @@ class ClipEncoder(Encoder):
     is_clip = True
 
     def __init__(self, model: str = DEFAULT_CLIP, text_fields: tuple[str, ...] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, device: str = "cpu", dtype: str = "float32") -> None:
         super().__init__()
         import torch
         from transformers import AutoTokenizer, CLIPModel
 
         if threads:
             torch.set_num_threads(threads)
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
         self._torch = torch
+        self.device, self.dtype = torch.device(device), dtype
         self.model_id = str(model)
         local = os.path.isdir(self.model_id)
         ok, where = clip_weights_available(self.model_id)
@@ -74,6 +77,7 @@ class ClipEncoder(Encoder):
         offline = local or "cache" in where or not _hub_reachable(0.5)
         try:
             self.model = CLIPModel.from_pretrained(self.model_id, local_files_only=offline).eval().requires_grad_(False)
+            self.model = self.model.to(self.device, getattr(torch, dtype))
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_id, local_files_only=offline)
         except OSError as err:
             raise EncoderUnavailable(f"could not load CLIP from {self.model_id!r}: {err}") from err
@@ -116,8 +120,11 @@ class ClipEncoder(Encoder):
 
     def settings(self) -> dict[str, Any]:
         p = self.image_prep
-        return {"crop": list(p.size), "resize": "shortest side + centre crop", "mean": list(p.mean),
-                "std": list(p.std), "max_text_tokens": self.max_text_tokens, "normalised": True}
+        out = {"crop": list(p.size), "resize": "shortest side + centre crop", "mean": list(p.mean),
+               "std": list(p.std), "max_text_tokens": self.max_text_tokens, "normalised": True}
+        if self.dtype != "float32":  # half precision changes the vectors (slightly): a store of its own
+            out["dtype"] = self.dtype  # (the device does not: cpu and cuda fp32 agree within float noise)
+        return out
 
     @staticmethod
     def _features(out) -> Any:
@@ -127,19 +134,20 @@ class ClipEncoder(Encoder):
     def encode_images(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
-            feats = self._features(self.model.get_image_features(pixel_values=torch.from_numpy(pixels)))
+            x = torch.from_numpy(pixels).to(self.device, getattr(torch, self.dtype))
+            feats = self._features(self.model.get_image_features(pixel_values=x))
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return {"image": feats.numpy()}
+        return {"image": feats.cpu().numpy()}
 
     def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         torch = self._torch
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_tokens,
                                return_tensors="pt")
         with torch.inference_mode():
-            feats = self._features(self.model.get_text_features(input_ids=batch["input_ids"],
-                                                                attention_mask=batch["attention_mask"]))
+            feats = self._features(self.model.get_text_features(input_ids=batch["input_ids"].to(self.device),
+                                                                attention_mask=batch["attention_mask"].to(self.device)))
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return {"text": feats.numpy()}
+        return {"text": feats.cpu().numpy()}
 
 
 @register("clip")
