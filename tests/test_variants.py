@@ -112,3 +112,23 @@ def test_held_out_items_leave_the_training_softmax():
     expected = torch.nn.functional.cross_entropy(logits, targets[0])
     torch.testing.assert_close(model.loss(items, targets, mask, held_out=held_out), expected)
     assert model.loss(items, targets, mask) > expected  # with the held-out items as negatives it is larger
+
+
+def test_id_dropout_scores_a_share_of_seen_items_by_content_alone_in_training_only():
+    rng = np.random.default_rng(0)
+    counts = np.array([0, 3, 5, 8, 13, 21, 34, 55] * 50)
+    content = ContentFusion({"t": (rng.normal(size=(len(counts), 6)).astype(np.float32), np.ones(len(counts), bool))},
+                            hidden=8, kind="mean", dropout=0.0)
+    side = GatedIdBlend(content, counts, hidden=8, id_dropout=0.25)
+    side.train()
+    g = side.gate()
+    # Same RNG state as forward() draws from: an item whose gate was dropped equals its pure-content row.
+    torch.manual_seed(1)
+    table = side()
+    torch.manual_seed(1)
+    kept = torch.rand_like(g) >= 0.25
+    is_pure = torch.isclose(table, side.out_norm(side.content()), atol=1e-6).all(1)
+    assert torch.equal(is_pure[counts > 0], ~kept[counts > 0])
+    assert 0.18 < (~kept[counts > 0]).float().mean().item() < 0.32
+    side.eval()
+    assert not torch.isclose(side(), side.out_norm(side.content()), atol=1e-6).all(1)[counts > 0].any()

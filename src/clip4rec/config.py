@@ -36,6 +36,10 @@ class ModelConfig(Strict):
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     max_len: int = Field(50, ge=2)
+    content_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the frozen content vectors, before fusion
+    # fused-id: each step, this share of seen items is scored by content alone (gate forced to 0), so the
+    # content path stays a usable scorer on its own, which is all a cold item has (DropoutNet's idea).
+    id_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class TrainConfig(Strict):

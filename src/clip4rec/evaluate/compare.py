@@ -86,14 +86,14 @@ def store_encoders(stores: Sequence[str]) -> dict[str, dict[str, Any]]:
 def run_cell(dataset: Any, run_dir: Path, config: Config, progress: bool) -> tuple[dict[str, Any], bool]:
     """(metrics, trained_now). A cell with metrics.json is finished; it is reused only if it was made with
     this exact config and dataset, so a report never mixes settings."""
+    # compare orchestrates training: the one place evaluate reaches back into train
+    from clip4rec.train.run import made_with, train
     done = run_dir / "metrics.json"
     if done.exists():
-        saved = json.loads((run_dir / "config.json").read_text())
-        if saved["config"] != config.model_dump() or saved["dataset"] != str(dataset.root):
+        if not made_with(json.loads((run_dir / "config.json").read_text()), config, dataset):
             raise ValueError(f"{run_dir} holds a finished run with another config or dataset; "
                              "use a new --out or the settings it was made with")
         return json.loads(done.read_text()), False
-    from clip4rec.train.run import train  # compare orchestrates training: the one place evaluate reaches back
     train(dataset, run_dir, config, progress=progress)
     # Read back what was written, so fresh and reused cells go through the same (JSON-clean) numbers.
     return json.loads(done.read_text()), True

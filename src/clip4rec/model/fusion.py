@@ -102,9 +102,9 @@ class GatedIdBlend(nn.Module):
     are pure content; for popular items the learned ID embedding can take over.
     """
 
-    def __init__(self, content: ContentFusion, train_counts: np.ndarray, hidden: int):
+    def __init__(self, content: ContentFusion, train_counts: np.ndarray, hidden: int, id_dropout: float = 0.0):
         super().__init__()
-        self.content = content
+        self.content, self.id_dropout = content, id_dropout
         self.ids = nn.Embedding(len(train_counts), hidden)
         nn.init.normal_(self.ids.weight, std=0.02)
         self.register_buffer("log_count", torch.from_numpy(np.log1p(train_counts).astype(np.float32)))
@@ -119,7 +119,10 @@ class GatedIdBlend(nn.Module):
         return torch.sigmoid(self.slope * self.log_count + self.bias) * self.seen
 
     def forward(self) -> torch.Tensor:
-        g = self.gate()[:, None]
+        g = self.gate()
+        if self.training and self.id_dropout > 0:
+            g = g * (torch.rand_like(g) >= self.id_dropout)
+        g = g[:, None]
         return self.out_norm((1 - g) * self.content() + g * self.ids.weight)
 
 

@@ -45,9 +45,9 @@ def build_model(config: Config, split: Split) -> SequentialRecommender:
         item_side: torch.nn.Module = IdItemTable(split.n_items, m.hidden)
     else:
         modalities = load_modalities(m.stores, m.modalities or DEFAULT_MODALITIES[m.variant], split.item_ids)
-        item_side = ContentFusion(modalities, m.hidden, kind=m.fusion)
+        item_side = ContentFusion(modalities, m.hidden, kind=m.fusion, dropout=m.content_dropout)
         if m.variant == "fused-id":
-            item_side = GatedIdBlend(item_side, split.train_counts, m.hidden)
+            item_side = GatedIdBlend(item_side, split.train_counts, m.hidden, id_dropout=m.id_dropout)
     tower = build_tower(m)
     return SequentialRecommender(item_side, tower, m.max_len)
 
@@ -113,7 +113,8 @@ def train(dataset: Dataset | str | Path, out: str | Path, config: Config | None 
     result = train_model(model, split, config, run_dir, progress=progress)
     training = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": result.best_valid_ndcg10,
                 "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
-                "train_seconds": result.train_seconds, "stopped_by": result.stopped_by, "parameters": n_params}
+                "train_seconds": result.train_seconds, "stopped_by": result.stopped_by, "parameters": n_params,
+                "history": result.history}
     _write_json(run_dir / "training.json", training)
     return evaluate(run_dir, model=model, split=split, dataset=dataset, progress=progress)
 
@@ -174,8 +175,15 @@ def _guard_same_run(run_dir: Path, config: Config, dataset: Dataset) -> None:
     if not path.exists():
         return
     saved = json.loads(path.read_text())
-    if saved["config"] != config.model_dump() or saved["dataset"] != str(dataset.root):
+    if not made_with(saved, config, dataset):
         raise ValueError(f"{run_dir} holds a run with another config or dataset; choose a new --out")
+
+
+def made_with(saved: dict[str, Any], config: Config, dataset: Dataset) -> bool:
+    """Was a Run's config.json written for this config and dataset? Options added to Config since then
+    read as their defaults, which are what the code did before the option existed."""
+    return (Config.model_validate(saved["config"]).model_dump() == config.model_dump()
+            and saved["dataset"] == str(dataset.root))
 
 
 def _versions() -> dict[str, str]:
