@@ -73,6 +73,21 @@ def _f(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def capped_caveats(models: list[dict[str, Any]]) -> list[str]:
+    """Say which runs the cap stopped, and whether they were still improving: a ratio against a run cut short
+    compares with that run's state at the cap, not with what the toolkit reaches when it converges."""
+    lines = []
+    for m in models:
+        if m.get("stopped_by") != "time_limit":
+            continue
+        rising = m.get("best_epoch") == m.get("epochs_run")
+        lines.append(f"- **{m['toolkit']} {m['model']} was stopped by the cap** after {m.get('epochs_run')} epochs "
+                     f"(best epoch {m.get('best_epoch')}"
+                     + ("; validation NDCG@10 was still rising, so it had not converged and every ratio involving it "
+                        "compares with an unconverged model)" if rising else ")"))
+    return lines
+
+
 def _goal(value: float | None, target: float, bigger: bool) -> str:
     if value is None:
         return "- (not measured / not reached)"
@@ -175,6 +190,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"- clip4rec `{name}` / best RecBole model ({goals['best_recbole_model']}, by test NDCG@10), "
                          f"test NDCG@10: {_goal(goals[key], targets['content_vs_best_recbole_ndcg10_ratio'], True)}"
                          f"{'' if ds['name'].lower().startswith('beauty') else ' (the goal is set for Beauty)'}")
+    lines += capped_caveats(models)
     for note in report.get("notes", []):
         lines.append(f"- {note}")
     lines += ["", "## Per-model settings", ""]
