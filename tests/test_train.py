@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from clip4rec import Dataset
@@ -103,3 +104,30 @@ def test_cli_rejects_bad_config_key(dataset_dir, tmp_path):
     result = CliRunner().invoke(app, ["train", str(dataset_dir), "--out", str(tmp_path / "r"),
                                       "--config", str(tmp_path / "c.yaml")])
     assert result.exit_code == 2 and "trian" in result.output
+
+
+def test_device_option_is_validated_and_missing_cuda_is_a_clear_error(dataset_dir, tmp_path):
+    runner = CliRunner()
+    typo = runner.invoke(app, ["train", str(dataset_dir), "--out", str(tmp_path / "a"), "--device", "gpu"])
+    assert typo.exit_code == 2 and "train.device" in typo.output
+    if torch.cuda.is_available():
+        return
+    result = runner.invoke(app, ["train", str(dataset_dir), "--out", str(tmp_path / "b"), "--device", "cuda",
+                                 "--epochs", "1"])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_learns_is_repeatable_and_resumes_on_cpu(dataset_dir, tmp_path):
+    cfg = small_config(6)
+    cfg.train.device = "cuda"
+    first = train(dataset_dir, tmp_path / "a", cfg, progress=False)
+    again = train(dataset_dir, tmp_path / "b", cfg, progress=False)
+    assert first["metrics"]["overall"]["recall@10"] > 0.8
+    assert first["metrics"] == again["metrics"]
+    # The TREC files written from GPU rankings still reproduce the evaluator.
+    from_files = metrics_from_trec(tmp_path / "a" / "test.run.trec", tmp_path / "a" / "test.qrels.trec")
+    assert from_files["ndcg@10"] == pytest.approx(first["metrics"]["overall"]["ndcg@10"], abs=1e-6)
+    # A Run trained on the GPU re-evaluates on a CPU-only process (weights are saved from CPU copies).
+    assert evaluate(tmp_path / "a", progress=False)["metrics"]["overall"]["ndcg@10"] == pytest.approx(
+        first["metrics"]["overall"]["ndcg@10"], abs=1e-5)

@@ -51,6 +51,9 @@ class TrainConfig(Strict):
     min_context: int = Field(0, ge=0)     # see train.trainer.training_windows; < model.max_len
     time_limit_s: float | None = None     # wall-clock cap on training; the best checkpoint so far is kept
     threads: int | None = None            # torch intra-op threads; None = torch default
+    # Where training (and the evaluation right after it) runs. Explicit, never "auto": a GPU run's numbers
+    # differ from a CPU run's in the last digits, so the device is part of what a Run was made with.
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
 
 
 class EvalConfig(Strict):

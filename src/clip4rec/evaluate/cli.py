@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         epochs: Optional[int] = typer.Option(None, "--epochs", help="max epochs per run"),
         patience: Optional[int] = typer.Option(None, "--patience"),
         time_limit: Optional[float] = typer.Option(None, "--time-limit", help="training wall-clock cap per run, s"),
+        device: Optional[str] = typer.Option(None, "--device", help="training device: cpu | cuda | cuda:N"),
         quiet: bool = typer.Option(False, "--quiet", help="no per-epoch progress bars"),
     ) -> None:
         """Train and evaluate every (split, variant, seed), then write report.md, report.json and plots."""
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         try:
             cfg = load_config(config, {"train.max_epochs": epochs, "train.patience": patience,
-                                       "train.time_limit_s": time_limit})
+                                       "train.time_limit_s": time_limit, "train.device": device})
             report = compare(dataset, _names(variants), range(seed_base, seed_base + seeds), _names(splits),
                              list(store or []), cfg, out, command=_command_line(ctx), argv=sys.argv,
                              progress=not quiet, log=typer.echo)

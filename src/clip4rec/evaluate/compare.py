@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -248,6 +249,7 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
         "argv": list(argv) if argv is not None else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "versions": {"clip4rec": __version__, "python": platform.python_version(), "numpy": np.__version__},
+        "machine": machine_info(base.train.device),
         "dataset": {"path": str(dataset.root), "source": dataset.meta.get("source"), "users": dataset.n_users,
                     "items": dataset.n_items, "interactions": dataset.n_interactions,
                     "splits": {sp: results[(sp, variants[0], seed_list[0])]["split"] for sp in splits}},
@@ -269,10 +271,37 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
     return report
 
 
+def machine_info(device: str) -> dict[str, Any]:
+    """Where the numbers (and the seconds per epoch) came from: timings only compare on the same machine."""
+    import torch
+    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    info: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "os": platform.platform(),
+                            "torch": torch.__version__, "train_device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
 # ---- Markdown (rendered from report.json alone, so it can be regenerated) ----------------------------
 def vectors_label(report: dict[str, Any], variant: str) -> str:
     src = report["item_vectors"].get(variant) or []
     return " + ".join(src) if src else "learned ID embeddings"
+
+
+def _machine_line(machine: dict[str, Any] | None) -> list[str]:
+    if not machine:  # reports written before the machine was recorded
+        return []
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    return ["", f"Machine: {machine['cpus']} x {machine['cpu']}{gpu}; torch {machine['torch']}; "
+                f"trained on `{machine['train_device']}` (seconds per epoch compare only within one machine)."]
 
 
 def _fmt(summary: dict[str, Any] | None, digits: int = 4) -> str:
@@ -310,6 +339,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"hidden {cfg['model']['hidden']}, max_len {cfg['model']['max_len']}, fusion {cfg['model']['fusion']}, "
              f"max_epochs {cfg['train']['max_epochs']}, patience {cfg['train']['patience']}, "
              f"time limit {cfg['train']['time_limit_s']} s; full ranking (exclude_seen={cfg['eval']['exclude_seen']}).",
+             *_machine_line(report.get("machine")),
              "", "## Item vectors (which encoder made them)", ""]
     lines += _table(["variant", "item vectors"], [[v, vectors_label(report, v)] for v in g["variants"]])
     if not report["stores"]:

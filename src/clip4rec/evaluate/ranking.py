@@ -64,16 +64,16 @@ def rank_cases(
     ranks = np.empty(n, dtype=np.int64)
     top_items = np.empty((n, depth), dtype=np.int64)
     top_scores = np.empty((n, depth), dtype=np.float32)
-    item_index = torch.arange(n_items)
-
     bar = tqdm(total=n, unit="case", desc="ranking", disable=not progress)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         batch_hist = [np.asarray(h, dtype=np.int64) for h in histories[start:stop]]
-        t = torch.from_numpy(targets[start:stop])
         with torch.no_grad():
-            scores = torch.as_tensor(score_fn(batch_hist))
-        scores = scores.detach().cpu()
+            scores = torch.as_tensor(score_fn(batch_hist)).detach()
+        # Rank where the scores are (a GPU model ranks on the GPU); only ranks and top lists come back.
+        device = scores.device
+        t = torch.from_numpy(targets[start:stop]).to(device)
+        item_index = torch.arange(n_items, device=device)
         if scores.dtype not in (torch.float32, torch.float64):
             scores = scores.float()  # ints, half, bfloat16: exact in float32, and CPU kernels exist for it
         if scores.shape != (stop - start, n_items):
@@ -83,14 +83,14 @@ def rank_cases(
 
         excluded = None
         if exclude_seen:
-            excluded = _exclusion_mask(batch_hist, t, n_items)
+            excluded = _exclusion_mask(batch_hist, t.cpu(), n_items).to(device)
             # Copy: score_fn may hand back a view of its own cache, which we must not overwrite.
             scores = scores.masked_fill(excluded, float("-inf"))
 
-        ranks[start:stop] = _target_ranks(scores, t, item_index, excluded).numpy()
+        ranks[start:stop] = _target_ranks(scores, t, item_index, excluded).cpu().numpy()
         items, vals = _top_depth(scores, depth, excluded)
-        top_items[start:stop] = items.numpy()
-        top_scores[start:stop] = vals.to(torch.float32).numpy()
+        top_items[start:stop] = items.cpu().numpy()
+        top_scores[start:stop] = vals.to(torch.float32).cpu().numpy()
         bar.update(stop - start)
     bar.close()
     return Rankings(ranks=ranks, top_items=top_items, top_scores=top_scores)
@@ -142,7 +142,7 @@ def _top_depth(
         tied = s == k
         if excluded is not None:
             tied &= ~excluded[redo]
-        key = torch.where(tied, n_items - torch.arange(n_items, dtype=torch.int32), 0)
+        key = torch.where(tied, n_items - torch.arange(n_items, dtype=torch.int32, device=s.device), 0)
         key.masked_fill_(s > k, n_items + 1)
         sel_key, sel = torch.topk(key, depth, dim=1)
         idx[redo] = sel.masked_fill(sel_key == 0, n_items)  # key 0: excluded, i.e. padding

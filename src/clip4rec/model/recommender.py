@@ -33,6 +33,7 @@ class SequentialRecommender(nn.Module):
         return self.item_side()
 
     def hidden_states(self, items: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        items, mask = items.to(table.device), mask.to(table.device)
         inputs = F.embedding(items.clamp(min=0), table) * mask[..., None]
         return self.tower(inputs, mask)
 
@@ -45,11 +46,11 @@ class SequentialRecommender(nn.Module):
         """
         table = self.item_table()
         hidden = self.hidden_states(items, mask, table)
-        where = mask if counted is None else counted
+        where = (mask if counted is None else counted).to(table.device)
         logits = hidden[where] @ table.T
         if held_out is not None:
-            logits = logits.masked_fill(held_out, float("-inf"))
-        return F.cross_entropy(logits, targets[where])
+            logits = logits.masked_fill(held_out.to(table.device), float("-inf"))
+        return F.cross_entropy(logits, targets.to(table.device)[where])
 
     @torch.inference_mode()
     def user_vectors(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,7 +58,7 @@ class SequentialRecommender(nn.Module):
         items, mask = pad_right(histories, self.max_len)
         hidden = self.hidden_states(items, mask, table)
         last = mask.sum(1) - 1
-        return hidden[torch.arange(len(last)), last]
+        return hidden[torch.arange(len(last)), last.to(hidden.device)]
 
     @torch.inference_mode()
     def score(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:

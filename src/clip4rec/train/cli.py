@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = typer.Option(None, "--time-limit", help="training wall-clock cap, seconds"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size"),
         lr: Optional[float] = typer.Option(None, "--lr"),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default cpu)"),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML config file"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
@@ -40,7 +41,8 @@ def register(app: typer.Typer) -> None:
                                "model.modalities": modality or None, "model.fusion": fusion,
                                "model.backbone": backbone, "split.kind": split, "seed": seed,
                                "train.max_epochs": epochs, "train.patience": patience,
-                               "train.time_limit_s": time_limit, "train.batch_size": batch_size, "train.lr": lr})
+                               "train.time_limit_s": time_limit, "train.batch_size": batch_size, "train.lr": lr,
+                               "train.device": device})
         try:
             metrics = train(dataset, out, cfg, progress=not quiet)
         except (FileNotFoundError, ValueError) as err:

@@ -146,7 +146,7 @@ def evaluate(run_dir: str | Path, *, model: SequentialRecommender | None = None,
         config = Config.model_validate(json.loads((run_dir / "config.json").read_text())["config"])
     model.eval()
     table = model.item_table().detach()
-    save_file({"item_table": table.contiguous()}, str(run_dir / "item_table.safetensors"))
+    save_file({"item_table": table.cpu().contiguous()}, str(run_dir / "item_table.safetensors"))
     _write_json(run_dir / "item_ids.json", split.item_ids)
     ev = config.eval
     out: dict[str, Any] = {}
@@ -156,7 +156,7 @@ def evaluate(run_dir: str | Path, *, model: SequentialRecommender | None = None,
                               batch_size=ev.batch_size, progress=progress)
         result = evaluate_rankings(rankings, cases.targets, split.train_counts,
                                    split.cold_items if split.kind == "cold" else None, ks=tuple(ev.ks),
-                                   item_vectors=table.numpy(), n_boot=ev.n_boot, seed=config.seed)
+                                   item_vectors=table.cpu().numpy(), n_boot=ev.n_boot, seed=config.seed)
         write_run(run_dir / f"{name}.run.trec", cases.user_ids, rankings, split.item_ids, tag=f"clip4rec-{config.model.variant}")
         write_qrels(run_dir / f"{name}.qrels.trec", cases.user_ids, cases.targets, split.item_ids)
         out[name] = result

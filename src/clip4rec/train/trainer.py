@@ -111,6 +111,21 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
+def resolve_device(name: str) -> torch.device:
+    """The training device. On CUDA, deterministic kernels are requested (same seed, same numbers on the same
+    GPU model, where every kernel has a deterministic version; torch warns for any that has none)."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device is {name!r} but torch sees no CUDA device "
+                             f"(torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device is {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device
+
+
 def validation_ndcg10(model: SequentialRecommender, split: Split, batch_size: int, exclude_seen: bool) -> float:
     model.eval()
     table = model.item_table().detach()
@@ -125,7 +140,9 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
     tcfg = config.train
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
+    device = resolve_device(tcfg.device)
     seed_everything(config.seed)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     if not training_windows(split.train_sequences, config.model.max_len):
         raise ValueError("no training windows: every training sequence is shorter than 2 items")
@@ -134,7 +151,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
     if ckpt_path.exists():
         state = _restore(ckpt_path, model, optimizer)
         print(f"resuming from {ckpt_path} after epoch {state['epoch']}")
-    held_out = torch.from_numpy(split.cold_items) if split.cold_items.any() else None
+    held_out = torch.from_numpy(split.cold_items).to(device) if split.cold_items.any() else None
     log_path = run_dir / "train_log.jsonl"
     stopped_by = "max_epochs"
     while state["epoch"] < tcfg.max_epochs:
@@ -195,7 +212,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
 
 def _atomic_save_weights(model: torch.nn.Module, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
 
 
@@ -207,7 +224,9 @@ def _checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
 
 
 def _restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    blob = torch.load(path, weights_only=True)  # tensors and plain containers only: no arbitrary unpickling
+    # weights_only: tensors and plain containers only, no arbitrary unpickling. map_location: a checkpoint
+    # written on a GPU resumes on a CPU machine (load_state_dict copies onto the model's own device).
+    blob = torch.load(path, weights_only=True, map_location="cpu")
     model.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     return json.loads(blob["state"])
