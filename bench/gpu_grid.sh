@@ -5,6 +5,7 @@
 #   - Amazon Beauty, leave-one-out: id, text, fused-id (item-LLM title vectors), seeds 0..BEAUTY_SEEDS-1.
 #   - ML-100K SASRec (variant id), leave-one-out: the default and three candidate recipes, ML_SEEDS seeds each;
 #     bench/select_by_validation.py then picks one by validation NDCG@10 alone.
+#   - ML-100K cold split: text, fused, fused-id with the cold-start regularisers in configs/content_*.yaml.
 # Usage (repo root, on a machine with CUDA and the package importable):
 #   OUT=/tmp/gpu BUDGET=420 bash bench/gpu_grid.sh
 # Every training run is capped at BUDGET-60 s (a capped run says so in its report); the whole grid is killed
@@ -14,6 +15,7 @@ OUT=${OUT:?set OUT to an output folder}
 BUDGET=${BUDGET:-420}
 BEAUTY_SEEDS=${BEAUTY_SEEDS:-3}
 ML_SEEDS=${ML_SEEDS:-5}
+COLD_SEEDS=${COLD_SEEDS:-1}
 DEVICE=${DEVICE:-cuda}
 EPOCHS=${EPOCHS:-200}
 CLIP4REC=${CLIP4REC:-python3 -m clip4rec.cli}
@@ -39,6 +41,16 @@ for recipe in default dropout03 dropout02 lr2e3; do
     --out "$R/ml100k_$recipe" >"$OUT/logs/ml100k_$recipe.log" 2>&1 &
   pids+=($!)
 done
+# Cold start on ML-100K (cold split, seed 0): the content variants with and without the regularisers that
+# should make the content path generalise to unseen items.
+for recipe in default content_rank32 content_rank8 content_rank32_id_dropout content_dropout05; do
+  config=()
+  [ "$recipe" != default ] && config=(--config "configs/$recipe.yaml")
+  timeout "$BUDGET" $CLIP4REC compare artifacts/ml100k --variants text,fused,fused-id --seeds "$COLD_SEEDS" \
+    --splits cold --store artifacts/store_ml100k "${config[@]}" --device "$DEVICE" --epochs "$EPOCHS" \
+    --time-limit "$cap" --quiet --out "$R/cold_$recipe" >"$OUT/logs/cold_$recipe.log" 2>&1 &
+  pids+=($!)
+done
 wait "${pids[@]}"
 echo "grid finished after ${SECONDS}s"
 
@@ -48,8 +60,9 @@ finished_seeds() {
 import sys
 from pathlib import Path
 out, variants = Path(sys.argv[1]), sys.argv[2].split(",")
+split = sys.argv[3] if len(sys.argv) > 3 else "loo"
 n = 0
-while all((out / "runs" / "loo" / v / f"seed{n}" / "metrics.json").exists() for v in variants):
+while all((out / "runs" / split / v / f"seed{n}" / "metrics.json").exists() for v in variants):
     n += 1
 print(n)
 PY
@@ -66,5 +79,13 @@ report "$R/beauty" id,text,fused-id artifacts/beauty --store artifacts/store_bea
 report "$R/ml100k_default" id artifacts/ml100k
 for recipe in dropout03 dropout02 lr2e3; do
   report "$R/ml100k_$recipe" id artifacts/ml100k --config "configs/sasrec_$recipe.yaml"
+done
+for recipe in default content_rank32 content_rank8 content_rank32_id_dropout content_dropout05; do
+  config=()
+  [ "$recipe" != default ] && config=(--config "configs/$recipe.yaml")
+  n=$(finished_seeds "$R/cold_$recipe" text,fused,fused-id cold)
+  [ "$n" -ge 1 ] && $CLIP4REC compare artifacts/ml100k --variants text,fused,fused-id --seeds "$n" --splits cold \
+    --store artifacts/store_ml100k "${config[@]}" --device "$DEVICE" --epochs "$EPOCHS" --time-limit "$cap" \
+    --quiet --out "$R/cold_$recipe" >"$OUT/logs/report_cold_$recipe.log" 2>&1 && echo "report cold_$recipe: $n seed(s)"
 done
 echo "done after ${SECONDS}s"

@@ -132,3 +132,27 @@ def test_id_dropout_scores_a_share_of_seen_items_by_content_alone_in_training_on
     assert 0.18 < (~kept[counts > 0]).float().mean().item() < 0.32
     side.eval()
     assert not torch.isclose(side(), side.out_norm(side.content()), atol=1e-6).all(1)[counts > 0].any()
+
+
+def test_content_rank_keeps_the_top_principal_directions_and_new_items_follow_it():
+    from clip4rec.model.fusion import principal_basis, standardize
+    rng = np.random.default_rng(0)
+    # 40 items whose 10-d vectors vary along 2 strong directions plus weak noise.
+    strong = rng.normal(size=(40, 2)) @ rng.normal(size=(2, 10)) * 5
+    vectors = (strong + 0.01 * rng.normal(size=(40, 10))).astype(np.float32)
+    mask = np.ones(40, bool)
+    fusion = ContentFusion({"t": (vectors, mask)}, hidden=8, kind="concat", dropout=0.0, rank=2).eval()
+    assert fusion.content_0.shape == (40, 2)
+    basis = fusion.basis_0.numpy()
+    np.testing.assert_allclose(basis.T @ basis, np.eye(2), atol=1e-5)
+    standardized, _ = standardize(vectors, mask)
+    # Two directions hold almost all the variance, so projecting back loses almost nothing.
+    back = standardized @ basis @ basis.T
+    assert np.linalg.norm(back - standardized) / np.linalg.norm(standardized) < 0.01
+    np.testing.assert_array_equal(principal_basis(standardized, 2), basis)  # deterministic signs
+    # A new item with item 7's raw vector gets exactly item 7's row.
+    torch.testing.assert_close(content_vector_for_new_item(fusion, {"t": vectors[7]}), fusion()[7],
+                               atol=1e-5, rtol=1e-5)
+    # rank >= width keeps the vectors as they are (no basis).
+    wide = ContentFusion({"t": (vectors, mask)}, hidden=8, kind="concat", dropout=0.0, rank=10)
+    assert not hasattr(wide, "basis_0") and wide.content_0.shape == (40, 10)

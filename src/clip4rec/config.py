@@ -37,6 +37,9 @@ class ModelConfig(Strict):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     max_len: int = Field(50, ge=2)
     content_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the frozen content vectors, before fusion
+    # Keep only each modality's top-N principal directions (None = all): a narrow input the fusion cannot
+    # use to memorise training items, so it must generalise to unseen (cold) ones. See fusion.principal_basis.
+    content_rank: int | None = Field(None, ge=1)
     # fused-id: each step, this share of seen items is scored by content alone (gate forced to 0), so the
     # content path stays a usable scorer on its own, which is all a cold item has (DropoutNet's idea).
     id_dropout: float = Field(0.0, ge=0.0, lt=1.0)

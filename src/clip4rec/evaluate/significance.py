@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,7 @@ def pooled_pairs(run_pairs: Sequence[tuple[Path, Path]], metric: str) -> tuple[n
         qa, qb = read_qrels(dir_a / "test.qrels.trec"), read_qrels(dir_b / "test.qrels.trec")
         if qa != qb:
             raise ValueError(f"{dir_a} and {dir_b} were evaluated on different test cases; cannot pair them")
-        va = per_user_metrics(dir_a / "test.run.trec", dir_a / "test.qrels.trec", [metric])
-        vb = per_user_metrics(dir_b / "test.run.trec", dir_b / "test.qrels.trec", [metric])
+        va, vb = _per_user_cached(dir_a, metric), _per_user_cached(dir_b, metric)
         for user in va:
             sums_a[user] = sums_a.get(user, 0.0) + va[user][metric]
             sums_b[user] = sums_b.get(user, 0.0) + vb[user][metric]
@@ -74,6 +74,21 @@ def pooled_pairs(run_pairs: Sequence[tuple[Path, Path]], metric: str) -> tuple[n
     a = np.array([sums_a[u] / seen[u] for u in users])
     b = np.array([sums_b[u] / seen[u] for u in users])
     return a, b, users
+
+
+def _per_user_cached(run_dir: Path, metric: str) -> dict[str, dict[str, float]]:
+    """Every SIG_METRICS value from one parse of a Run's test files: a report pairs each Run with several
+    others, and a large catalog's run file (22k users x 100 ranks) takes seconds to parse."""
+    run, qrels = run_dir / "test.run.trec", run_dir / "test.qrels.trec"
+    if metric not in SIG_METRICS:
+        return per_user_metrics(run, qrels, [metric])
+    stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in (run, qrels))
+    return _per_user_all(str(run), str(qrels), stamp)
+
+
+@lru_cache(maxsize=64)
+def _per_user_all(run: str, qrels: str, stamp: tuple) -> dict[str, dict[str, float]]:
+    return per_user_metrics(run, qrels, SIG_METRICS)
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:

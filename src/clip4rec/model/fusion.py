@@ -33,21 +33,42 @@ def standardize(vectors: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
     return vectors, stats
 
 
+def principal_basis(rows: np.ndarray, rank: int) -> np.ndarray:
+    """[d, rank] orthonormal basis of the top principal directions of (already centred) rows.
+
+    A low-rank content input keeps the fusion from memorising individual training items through the many
+    item-specific directions of a wide encoder vector (with d >= number of items, a linear projection can fit
+    any table, like an ID embedding), so what it learns has to carry over to items it never saw. The basis
+    comes from content alone (every catalog item's vectors, no interactions), so it leaks nothing.
+    """
+    rank = min(rank, *rows.shape)
+    _, _, vt = np.linalg.svd(rows.astype(np.float64), full_matrices=False)
+    basis = vt[:rank].T
+    # SVD signs are arbitrary: fix each column's largest-magnitude entry positive (same input, same basis).
+    signs = np.sign(basis[np.abs(basis).argmax(0), np.arange(rank)])
+    return (basis * np.where(signs == 0, 1.0, signs)).astype(np.float32)
+
+
 class ContentFusion(nn.Module):
     """Fuses M modality tables ([n, d_m] each, with a usable-mask) into one [n, hidden] table."""
 
     def __init__(self, modalities: dict[str, tuple[np.ndarray, np.ndarray]], hidden: int,
-                 kind: FusionKind = "gated", dropout: float = 0.1):
+                 kind: FusionKind = "gated", dropout: float = 0.1, rank: int | None = None):
         super().__init__()
         if not modalities:
             raise ValueError("a content item side needs at least one modality")
         self.names, self.kind = list(modalities), kind
+        dims = []
         for i, (vectors, mask) in enumerate(modalities.values()):
             table, stats = standardize(vectors, mask)
-            self.register_buffer(f"content_{i}", torch.from_numpy(table))
+            if rank is not None and rank < table.shape[1]:
+                basis = principal_basis(table[mask], rank)
+                table = table @ basis
+                self.register_buffer(f"basis_{i}", torch.from_numpy(basis))
+            self.register_buffer(f"content_{i}", torch.from_numpy(np.ascontiguousarray(table)))
             self.register_buffer(f"stats_{i}", torch.from_numpy(stats))
             self.register_buffer(f"mask_{i}", torch.from_numpy(mask.astype(bool)))
-        dims = [v.shape[1] for v, _ in modalities.values()]
+            dims.append(table.shape[1])
         self.drop = nn.Dropout(dropout)
         if kind == "concat":
             self.proj = nn.Linear(sum(dims), hidden)
@@ -164,4 +185,6 @@ def content_vector_for_new_item(item_side: nn.Module, content: dict[str, np.ndar
 def _standardize_like(fusion: ContentFusion, i: int, raw: torch.Tensor) -> torch.Tensor:
     stats = getattr(fusion, f"stats_{i}")
     mean, scale = stats[0], stats[1, 0]
-    return (raw - mean) / scale
+    standardized = (raw - mean) / scale
+    basis = getattr(fusion, f"basis_{i}", None)
+    return standardized if basis is None else standardized @ basis

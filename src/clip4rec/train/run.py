@@ -45,7 +45,8 @@ def build_model(config: Config, split: Split) -> SequentialRecommender:
         item_side: torch.nn.Module = IdItemTable(split.n_items, m.hidden)
     else:
         modalities = load_modalities(m.stores, m.modalities or DEFAULT_MODALITIES[m.variant], split.item_ids)
-        item_side = ContentFusion(modalities, m.hidden, kind=m.fusion, dropout=m.content_dropout)
+        item_side = ContentFusion(modalities, m.hidden, kind=m.fusion, dropout=m.content_dropout,
+                                  rank=m.content_rank)
         if m.variant == "fused-id":
             item_side = GatedIdBlend(item_side, split.train_counts, m.hidden, id_dropout=m.id_dropout)
     tower = build_tower(m)
