@@ -69,6 +69,9 @@ def test_grid_trains_every_cell_and_writes_the_report(grid):
                 metrics = json.loads((cell_dir(out, split, v, s) / "metrics.json").read_text())
                 assert metrics["variant"] == v and metrics["split"]["kind"] == split and metrics["split"]["seed"] == s
     assert len(report["cells"]) == 16 and report["grid"]["trained_now"] == 16
+    # One machine trained all 16 cells, and each Run recorded it.
+    assert [m["cells"] for m in report["machines"]] == [16]
+    assert report["machines"][0]["machine"]["train_device"] == "cpu"
     assert sum("training" in line for line in logs) == 16
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["aggregate"].keys() == {"loo", "cold"}

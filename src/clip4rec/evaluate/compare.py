@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from scipy import stats
 
 from clip4rec import __version__
 from clip4rec.config import Config
+from clip4rec.machine import describe
 from clip4rec.evaluate.significance import SIG_METRICS, paired_test, pooled_pairs
 
 SPLITS = ("loo", "cold")
@@ -249,7 +249,7 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
         "argv": list(argv) if argv is not None else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "versions": {"clip4rec": __version__, "python": platform.python_version(), "numpy": np.__version__},
-        "machine": machine_info(base.train.device),
+        "machines": training_machines(cells, results),
         "dataset": {"path": str(dataset.root), "source": dataset.meta.get("source"), "users": dataset.n_users,
                     "items": dataset.n_items, "interactions": dataset.n_interactions,
                     "splits": {sp: results[(sp, variants[0], seed_list[0])]["split"] for sp in splits}},
@@ -271,37 +271,36 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
     return report
 
 
-def machine_info(device: str) -> dict[str, Any]:
-    """Where the numbers (and the seconds per epoch) came from: timings only compare on the same machine."""
-    import torch
-    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor() or platform.machine())
-    info: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "os": platform.platform(),
-                            "torch": torch.__version__, "train_device": device}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
-def _read_lines(path: str) -> list[str]:
-    try:
-        return Path(path).read_text().splitlines()
-    except OSError:
-        return []
-
-
 # ---- Markdown (rendered from report.json alone, so it can be regenerated) ----------------------------
 def vectors_label(report: dict[str, Any], variant: str) -> str:
     src = report["item_vectors"].get(variant) or []
     return " + ".join(src) if src else "learned ID embeddings"
 
 
-def _machine_line(machine: dict[str, Any] | None) -> list[str]:
-    if not machine:  # reports written before the machine was recorded
+def training_machines(cells: Sequence[dict[str, Any]], results: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Distinct machines the cells were trained on (from each Run's training.json), with their cell counts."""
+    found: dict[str, dict[str, Any]] = {}
+    for c in cells:
+        machine = (results[(c["split"], c["variant"], c["seed"])].get("training") or {}).get("machine")
+        key = json.dumps(machine, sort_keys=True)
+        found.setdefault(key, {"machine": machine, "cells": 0})["cells"] += 1
+    return list(found.values())
+
+
+def _legacy_machine(report: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Reports of 2026-11-27 morning recorded one machine for the whole report (the one that wrote it)."""
+    machine = report.get("machine")
+    return [{"machine": machine, "cells": len(report["cells"])}] if machine else None
+
+
+def _machine_lines(machines: Sequence[dict[str, Any]] | None) -> list[str]:
+    if not machines:  # reports written before machines were recorded
         return []
-    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
-    return ["", f"Machine: {machine['cpus']} x {machine['cpu']}{gpu}; torch {machine['torch']}; "
-                f"trained on `{machine['train_device']}` (seconds per epoch compare only within one machine)."]
+    lines = ["", "Trained on (seconds per epoch compare only within one machine):"]
+    for m in machines:
+        where = describe(m["machine"]) if m["machine"] else "not recorded (trained before clip4rec recorded machines)"
+        lines.append(f"- {m['cells']} cell(s): {where}")
+    return lines
 
 
 def _fmt(summary: dict[str, Any] | None, digits: int = 4) -> str:
@@ -339,7 +338,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"hidden {cfg['model']['hidden']}, max_len {cfg['model']['max_len']}, fusion {cfg['model']['fusion']}, "
              f"max_epochs {cfg['train']['max_epochs']}, patience {cfg['train']['patience']}, "
              f"time limit {cfg['train']['time_limit_s']} s; full ranking (exclude_seen={cfg['eval']['exclude_seen']}).",
-             *_machine_line(report.get("machine")),
+             *_machine_lines(report.get("machines") or _legacy_machine(report)),
              "", "## Item vectors (which encoder made them)", ""]
     lines += _table(["variant", "item vectors"], [[v, vectors_label(report, v)] for v in g["variants"]])
     if not report["stores"]:

@@ -27,6 +27,7 @@ from clip4rec.data.splits import Split, make_split
 from clip4rec.evaluate.ranking import rank_cases
 from clip4rec.evaluate.segments import evaluate_rankings
 from clip4rec.evaluate.trec import write_qrels, write_run
+from clip4rec.machine import machine_info
 from clip4rec.model.fusion import ContentFusion, GatedIdBlend
 from clip4rec.model.item_side import IdItemTable
 from clip4rec.model.recommender import SequentialRecommender
@@ -115,7 +116,7 @@ def train(dataset: Dataset | str | Path, out: str | Path, config: Config | None 
     training = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": result.best_valid_ndcg10,
                 "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
                 "train_seconds": result.train_seconds, "stopped_by": result.stopped_by, "parameters": n_params,
-                "history": result.history}
+                "machine": machine_info(config.train.device), "history": result.history}
     _write_json(run_dir / "training.json", training)
     return evaluate(run_dir, model=model, split=split, dataset=dataset, progress=progress)
 
