@@ -131,3 +131,16 @@ def test_cuda_training_learns_is_repeatable_and_resumes_on_cpu(dataset_dir, tmp_
     # A Run trained on the GPU re-evaluates on a CPU-only process (weights are saved from CPU copies).
     assert evaluate(tmp_path / "a", progress=False)["metrics"]["overall"]["ndcg@10"] == pytest.approx(
         first["metrics"]["overall"]["ndcg@10"], abs=1e-5)
+
+
+def test_post_norm_tower_ends_normalised_and_learns(dataset_dir, tmp_path):
+    from clip4rec.model.user_tower import CausalTransformer
+    torch.manual_seed(0)
+    tower = CausalTransformer(16, 2, 2, 0.0, 8, post_norm=True).eval()
+    out = tower(torch.randn(3, 5, 16), torch.ones(3, 5, dtype=torch.bool))
+    # Every position leaves the last block through a LayerNorm with its initial affine (1, 0).
+    torch.testing.assert_close(out.mean(-1), torch.zeros(3, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(3, 5), atol=1e-3, rtol=0)
+    cfg = small_config()
+    cfg.model.norm = "post"
+    assert train(dataset_dir, tmp_path / "run", cfg, progress=False)["metrics"]["overall"]["recall@10"] > 0.8

@@ -32,6 +32,7 @@ class ModelConfig(Strict):
     llm_train: Literal["full", "frozen", "lora"] = "lora"
     lora_rank: int = Field(8, ge=1)
     hidden: int = Field(64, ge=8)
+    norm: Literal["pre", "post"] = "pre"   # scratch tower: pre-LN blocks (nanoGPT) or post-LN (SASRec/RecBole)
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)

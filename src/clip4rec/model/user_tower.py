@@ -31,14 +31,21 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float):
+    """Pre-LN (GPT-2, nanoGPT: normalise, transform, add) or post-LN (the original Transformer, BERT and
+    SASRec/RecBole: transform, add, normalise)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, post_norm: bool = False):
         super().__init__()
+        self.post_norm = post_norm
         self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.attn = SelfAttention(hidden, heads, dropout)
         self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden),
                                  nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            x = self.ln1(x + self.attn(x, attn_mask))
+            return self.ln2(x + self.mlp(x))
         x = x + self.attn(self.ln1(x), attn_mask)
         return x + self.mlp(self.ln2(x))
 
@@ -55,14 +62,16 @@ def _init_weights(module: nn.Module) -> None:
 class CausalTransformer(nn.Module):
     """Right-padded sequences; position 0 is the oldest item of the window."""
 
-    def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 2, dropout: float = 0.5, max_len: int = 50):
+    def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 2, dropout: float = 0.5, max_len: int = 50,
+                 post_norm: bool = False):
         super().__init__()
         self.max_len = max_len
         self.pos = nn.Embedding(max_len, hidden)
         self.in_norm = nn.LayerNorm(hidden)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
-        self.out_norm = nn.LayerNorm(hidden)
+        self.blocks = nn.ModuleList(Block(hidden, heads, dropout, post_norm) for _ in range(layers))
+        # Post-LN blocks already end normalised; pre-LN needs a final LayerNorm (as GPT-2).
+        self.out_norm = nn.Identity() if post_norm else nn.LayerNorm(hidden)
         self.apply(_init_weights)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ def build_model(config: Config, split: Split) -> SequentialRecommender:
 
 def build_tower(m) -> torch.nn.Module:
     if m.backbone == "scratch":
-        return CausalTransformer(m.hidden, m.layers, m.heads, m.dropout, m.max_len)
+        return CausalTransformer(m.hidden, m.layers, m.heads, m.dropout, m.max_len, post_norm=m.norm == "post")
     from clip4rec.model.user_llm import SmolLMTower
     return SmolLMTower(m.hidden, m.llm_layers, m.max_len, train_mode=m.llm_train, lora_rank=m.lora_rank,
                        dropout=m.dropout)
