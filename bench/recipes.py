@@ -6,7 +6,7 @@ per (split, variant) among recipes with the same seeds; test numbers are shown f
 part in the choice, so the chosen recipe's test score is an honest estimate. On the cold split the cold
 segment (test targets never seen in training) gets its own columns.
 
-    python bench/recipes.py DIR [DIR ...] --out docs/results/NAME [--select] [--reference 0.0620] [--title T]
+    python bench/recipes.py DIR [DIR ...] --out docs/results/NAME [--select] [--split loo] [--reference 0.0620]
 
 writes NAME.md and NAME.json.
 """
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from clip4rec.config import Config
 from clip4rec.machine import describe
 
 
@@ -36,24 +37,24 @@ def t_interval(values: list[float]) -> list[float]:
     return [mean, mean - half, mean + half]
 
 
-def recipe_rows(folder: Path) -> list[dict[str, Any]]:
+def recipe_rows(folder: Path, split: str = "*") -> list[dict[str, Any]]:
     rows = []
-    for variant_dir in sorted(p for p in folder.glob("runs/*/*") if p.is_dir()):
+    for variant_dir in sorted(p for p in folder.glob(f"runs/{split}/*") if p.is_dir()):
         split, variant = variant_dir.parent.name, variant_dir.name
         seed_dirs = sorted((p for p in variant_dir.glob("seed*") if (p / "metrics.json").exists()),
                            key=lambda p: int(p.name[4:]))
         if not seed_dirs:
             continue
         cells = [json.loads((p / "metrics.json").read_text()) for p in seed_dirs]
-        config = json.loads((seed_dirs[0] / "config.json").read_text())["config"]
+        # Through Config, so options added since a Run was made read as their defaults (what the code did then).
+        config = Config.model_validate(json.loads((seed_dirs[0] / "config.json").read_text())["config"])
         metric = lambda seg, name: [c["metrics"][seg][name] for c in cells]  # noqa: E731
         row: dict[str, Any] = {
             "recipe": folder.name, "folder": str(folder), "split": split, "variant": variant,
             "seeds": [int(p.name[4:]) for p in seed_dirs],
-            "settings": {"dropout": config["model"]["dropout"], "lr": config["train"]["lr"],
-                         "content_rank": config["model"].get("content_rank"),
-                         "content_dropout": config["model"]["content_dropout"],
-                         "id_dropout": config["model"].get("id_dropout", 0.0)},
+            "settings": {"dropout": config.model.dropout, "lr": config.train.lr, "norm": config.model.norm,
+                         "batch_size": config.train.batch_size, "content_rank": config.model.content_rank,
+                         "content_dropout": config.model.content_dropout, "id_dropout": config.model.id_dropout},
             "valid_ndcg@10": [c["valid"]["metrics"]["overall"]["ndcg@10"] for c in cells],
             "test_ndcg@10": metric("overall", "ndcg@10"), "test_recall@10": metric("overall", "recall@10"),
             "stopped_by": [c["training"]["stopped_by"] for c in cells],
@@ -98,7 +99,7 @@ def render(rows: list[dict[str, Any]], chosen: dict[str, int] | None, reference:
     if chosen is not None:
         lines += ["The recipe is chosen by mean **validation** NDCG@10 over seeds; test columns play no part in the choice."]
     lines += ["", "Trained on: " + "; ".join(sorted({m for r in rows for m in r["machines"]})) + ".", ""]
-    header = ["recipe", "split", "variant", "seeds", "dropout, lr", "content rank / dropout, id dropout",
+    header = ["recipe", "split", "variant", "seeds", "dropout, lr, batch, norm", "content rank / dropout, id dropout",
               "valid N@10", "test N@10", "test R@10"]
     if cold:
         header += ["cold cases", "cold R@10", "cold R@20", "cold MRR", "warm R@10"]
@@ -107,7 +108,7 @@ def render(rows: list[dict[str, Any]], chosen: dict[str, int] | None, reference:
     picked = set((chosen or {}).values())
     for i, r in enumerate(rows):
         s = r["settings"]
-        cells = [r["recipe"], r["split"], r["variant"], ",".join(map(str, r["seeds"])), f"{s['dropout']}, {s['lr']}",
+        cells = [r["recipe"], r["split"], r["variant"], ",".join(map(str, r["seeds"])), f"{s['dropout']}, {s['lr']}, {s['batch_size']}, {s['norm']}-LN",
                  f"{s['content_rank'] or '-'} / {s['content_dropout']}, {s['id_dropout']}", f"{r['valid_mean']:.4f}",
                  _ci(r["test_ndcg@10_ci"]), _ci(r["test_recall@10_ci"])]
         if cold:
@@ -134,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--select", action="store_true", help="choose one recipe per variant by validation NDCG@10")
     parser.add_argument("--reference", type=float, default=None, help="a published test NDCG@10 to compare with")
     parser.add_argument("--title", default="Training recipes compared")
+    parser.add_argument("--split", default="*", help="only this split's Runs (default: all)")
     args = parser.parse_args(argv)
-    rows = [row for folder in args.folders for row in recipe_rows(folder)]
+    rows = [row for folder in args.folders for row in recipe_rows(folder, args.split)]
     if not rows:
         raise SystemExit(f"no finished Runs under {[str(f) for f in args.folders]}")
     chosen = choose(rows) if args.select else None
