@@ -83,7 +83,8 @@ def test_grid_trains_every_cell_and_writes_the_report(grid):
                     "### Paired significance", "### Training time and parameters", "## Goals"):
         assert md.count(heading) >= 1, heading
     assert "ring:image + ring:llm_text" in md and "No cold-item test cases in this split." in md  # loo has none
-    assert report["plots"] == ["ndcg10_loo.png", "ndcg10_cold.png", "train_time.png"]
+    assert report["plots"] == ["overall_loo.png", "ndcg10_loo.png", "overall_cold.png", "ndcg10_cold.png",
+                               "train_time.png"]
     for name in report["plots"]:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

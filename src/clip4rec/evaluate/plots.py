@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 PLOT_SEGMENTS = ("overall", "cold", "warm", "head", "tail")
+OVERALL_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
 
 
 def _label(report: dict[str, Any], variant: str) -> str:
@@ -52,11 +53,18 @@ def grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | None
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[str]:
-    """NDCG@10 by segment per split, and training time per variant; returns file names relative to ``out``."""
+    """Per split: overall Recall/NDCG/MRR and NDCG@10 by segment; training time per variant. Returns file names
+    relative to ``out``."""
     agg, variants, n = report["aggregate"], report["grid"]["variants"], len(report["grid"]["seeds"])
     interval = "95% t-interval over seeds" if n > 1 else "95% bootstrap CI over users"
     written = []
     for split, per_variant in agg.items():
+        name = f"overall_{split}.png"
+        series = {_label(report, v): [per_variant[v]["metrics"]["overall"].get(m) for m in OVERALL_METRICS]
+                  for v in variants}
+        grouped_bars(list(OVERALL_METRICS), series, f"Overall test metrics, split {split}, {n} seed(s), {interval}",
+                     "value", out / name)
+        written.append(name)
         name = f"ndcg10_{split}.png"
         series = {_label(report, v): [(per_variant[v]["metrics"][seg] or {}).get("ndcg@10") for seg in PLOT_SEGMENTS]
                   for v in variants}
