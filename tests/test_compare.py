@@ -237,3 +237,16 @@ def test_goals_are_computed_from_the_aggregate():
     only_text = goals({"loo": {"text": agg_entry(overall={"ndcg@10": 0.1})}})
     assert [r["met"] for r in only_text] == [None, None, None]
     assert "fused and text" in only_text[0]["note"]
+
+
+def test_render_only_rewrites_markdown_and_plots_from_report_json(grid, tmp_path):
+    root, report, _ = grid
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "report.json").write_text((root / "report" / "report.json").read_text())  # no Runs beside it
+    result = CliRunner().invoke(app, ["compare", str(root / "ds"), "--out", str(copy), "--render-only"])
+    assert result.exit_code == 0, result.output
+    assert (copy / "report.md").read_text() == (root / "report" / "report.md").read_text()
+    assert sorted(p.name for p in copy.glob("*.png")) == sorted(report["plots"])
+    missing = CliRunner().invoke(app, ["compare", str(root / "ds"), "--out", str(tmp_path / "none"), "--render-only"])
+    assert missing.exit_code == 2 and "report.json" in missing.output

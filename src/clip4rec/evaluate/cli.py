@@ -29,9 +29,19 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = typer.Option(None, "--time-limit", help="training wall-clock cap per run, s"),
         device: Optional[str] = typer.Option(None, "--device", help="training device: cpu | cuda | cuda:N"),
         quiet: bool = typer.Option(False, "--quiet", help="no per-epoch progress bars"),
+        render_only: bool = typer.Option(False, "--render-only",
+                                         help="only rewrite report.md and the plots from OUT/report.json"),
     ) -> None:
         """Train and evaluate every (split, variant, seed), then write report.md, report.json and plots."""
-        from clip4rec.evaluate.compare import compare
+        from clip4rec.evaluate.compare import compare, rerender
+        if render_only:
+            try:
+                report = rerender(out)
+            except FileNotFoundError as err:
+                typer.secho(str(err), fg="red", err=True)
+                raise typer.Exit(2)
+            typer.echo(f"rewrote {out / 'report.md'} and {len(report['plots'])} plots")
+            return
         if seeds < 1:
             typer.secho("--seeds must be >= 1", fg="red", err=True)
             raise typer.Exit(2)

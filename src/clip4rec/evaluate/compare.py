@@ -271,6 +271,21 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
     return report
 
 
+def rerender(out: str | Path) -> dict[str, Any]:
+    """Rewrite the plots and report.md of ``out`` from its report.json alone (no Run is read or trained), e.g.
+    after a change to the rendering, or where the Runs' files are not on this machine."""
+    from clip4rec.evaluate import plots
+    out = Path(out)
+    path = out / "report.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `clip4rec compare` first")
+    report = json.loads(path.read_text())
+    report["plots"] = plots.write_plots(report, out)
+    path.write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render_markdown(report))
+    return report
+
+
 # ---- Markdown (rendered from report.json alone, so it can be regenerated) ----------------------------
 def vectors_label(report: dict[str, Any], variant: str) -> str:
     src = report["item_vectors"].get(variant) or []
