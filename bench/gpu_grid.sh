@@ -62,32 +62,30 @@ finished_seeds() {
 import sys
 from pathlib import Path
 out, variants = Path(sys.argv[1]), sys.argv[2].split(",")
-split = sys.argv[3] if len(sys.argv) > 3 else "loo"
+split = sys.argv[3]
 n = 0
 while all((out / "runs" / split / v / f"seed{n}" / "metrics.json").exists() for v in variants):
     n += 1
 print(n)
 PY
 }
-report() {  # report DIR VARIANTS DATASET [args...]: write the report from finished cells only
-  local dir=$1 variants=$2 dataset=$3; shift 3
-  local n; n=$(finished_seeds "$dir" "$variants")
+report() {  # report DIR VARIANTS SPLIT DATASET [args...]: write the report from finished cells only
+  local dir=$1 variants=$2 split=$3 dataset=$4; shift 4
+  local n; n=$(finished_seeds "$dir" "$variants" "$split")
   if [ "$n" -lt 1 ]; then echo "no finished seed in $dir"; return; fi
-  $CLIP4REC compare "$dataset" --variants "$variants" --seeds "$n" --splits loo "$@" --device "$DEVICE" \
+  $CLIP4REC compare "$dataset" --variants "$variants" --seeds "$n" --splits "$split" "$@" --device "$DEVICE" \
     --epochs "$EPOCHS" --time-limit "$cap" --quiet --out "$dir" >"$OUT/logs/report_$(basename "$dir").log" 2>&1 \
     && echo "report $(basename "$dir"): $n seed(s)"
 }
-report "$R/beauty" id,text,fused-id artifacts/beauty --store artifacts/store_beauty --config configs/beauty_item_llm_text.yaml
-report "$R/ml100k_default" id artifacts/ml100k
+report "$R/beauty" id,text,fused-id loo artifacts/beauty --store artifacts/store_beauty \
+  --config configs/beauty_item_llm_text.yaml
+report "$R/ml100k_default" id loo artifacts/ml100k
 for recipe in dropout03 dropout02 lr2e3; do
-  report "$R/ml100k_$recipe" id artifacts/ml100k --config "configs/sasrec_$recipe.yaml"
+  report "$R/ml100k_$recipe" id loo artifacts/ml100k --config "configs/sasrec_$recipe.yaml"
 done
 for recipe in default content_rank32 content_rank8 content_rank32_id_dropout content_dropout05; do
   config=()
   [ "$recipe" != default ] && config=(--config "configs/$recipe.yaml")
-  n=$(finished_seeds "$R/cold_$recipe" text,fused,fused-id cold)
-  [ "$n" -ge 1 ] && $CLIP4REC compare artifacts/ml100k --variants text,fused,fused-id --seeds "$n" --splits cold \
-    --store artifacts/store_ml100k "${config[@]}" --device "$DEVICE" --epochs "$EPOCHS" --time-limit "$cap" \
-    --quiet --out "$R/cold_$recipe" >"$OUT/logs/report_cold_$recipe.log" 2>&1 && echo "report cold_$recipe: $n seed(s)"
+  report "$R/cold_$recipe" text,fused,fused-id cold artifacts/ml100k --store artifacts/store_ml100k "${config[@]}"
 done
 echo "done after ${SECONDS}s"

@@ -22,19 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from clip4rec.config import Config
+from clip4rec.evaluate.compare import seed_summary
 from clip4rec.machine import describe
 
 
 def t_interval(values: list[float]) -> list[float]:
-    x = np.asarray(values, dtype=np.float64)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return [mean, math.nan, math.nan]
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return [mean, mean - half, mean + half]
+    """[mean, lo, hi]: the 95% t-interval over seeds that compare reports use (NaN bounds for one seed)."""
+    summary = seed_summary(values)
+    return [summary["mean"], *(summary["ci"] or [math.nan, math.nan])]
 
 
 def recipe_rows(folder: Path, split: str = "*") -> list[dict[str, Any]]:

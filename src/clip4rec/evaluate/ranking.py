@@ -64,6 +64,7 @@ def rank_cases(
     ranks = np.empty(n, dtype=np.int64)
     top_items = np.empty((n, depth), dtype=np.int64)
     top_scores = np.empty((n, depth), dtype=np.float32)
+    item_index: torch.Tensor | None = None
     bar = tqdm(total=n, unit="case", desc="ranking", disable=not progress)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -73,7 +74,8 @@ def rank_cases(
         # Rank where the scores are (a GPU model ranks on the GPU); only ranks and top lists come back.
         device = scores.device
         t = torch.from_numpy(targets[start:stop]).to(device)
-        item_index = torch.arange(n_items, device=device)
+        if item_index is None or item_index.device != device:
+            item_index = torch.arange(n_items, device=device)
         if scores.dtype not in (torch.float32, torch.float64):
             scores = scores.float()  # ints, half, bfloat16: exact in float32, and CPU kernels exist for it
         if scores.shape != (stop - start, n_items):
