@@ -52,6 +52,11 @@ class TrainConfig(Strict):
     batch_size: int = Field(1024, ge=1)   # next-item targets per optimizer step (RecBole counts the same way)
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(10, ge=1)       # epochs without a better validation NDCG@10
+    # Epochs during which a non-improving validation does not count toward patience (the best epoch is still
+    # kept). Validation often peaks at epoch 1, dips while the model leaves its popularity-like start, and
+    # climbs past that peak later; without a warm-up, patience could run out in the dip and keep epoch 1.
+    # 5 leaves every published clip4rec Run as it was (their best epochs are all >= 7).
+    warmup_epochs: int = Field(5, ge=0)
     min_context: int = Field(0, ge=0)     # see train.trainer.training_windows; < model.max_len
     time_limit_s: float | None = None     # wall-clock cap on training; the best checkpoint so far is kept
     threads: int | None = None            # torch intra-op threads; None = torch default

@@ -32,11 +32,13 @@ from clip4rec.model.fusion import ContentFusion, GatedIdBlend
 from clip4rec.model.item_side import IdItemTable
 from clip4rec.model.recommender import SequentialRecommender
 from clip4rec.model.user_tower import CausalTransformer
+from clip4rec.train.modalities import SLOTS, StoreDefault, find_modality, missing_modality_error, resolve_slots
 from clip4rec.train.trainer import BEST_WEIGHTS, seed_everything, train_model
 
 VARIANTS = ("id", "text", "image", "fused", "fused-id")
-DEFAULT_MODALITIES = {"text": ["llm_text"], "image": ["image"], "fused": ["image", "llm_text"],
-                      "fused-id": ["image", "llm_text"]}
+# Each reads as its first choices (["image", "llm_text"] for fused); load_modalities falls back per slot to what
+# the stores hold (text: llm_text, else the sentence encoder's text), see train.modalities.
+DEFAULT_MODALITIES = {variant: StoreDefault(slots) for variant, slots in SLOTS.items()}
 
 
 def build_model(config: Config, split: Split) -> SequentialRecommender:
@@ -63,18 +65,22 @@ def build_tower(m) -> torch.nn.Module:
 
 
 def load_modalities(stores: list[str], wanted: list[str], item_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Content tables aligned to the split's item order; items a store lacks get mask False (counted)."""
+    """Content tables aligned to the split's item order; items a store lacks get mask False (counted).
+
+    `wanted` as DEFAULT_MODALITIES gives it (a StoreDefault) is resolved against what the stores hold; named
+    modalities must be there, else the error lists the `--modality` values that would work."""
     from clip4rec.encode.store import EmbeddingStore
     if not stores:
-        raise ValueError(f"content modalities {wanted} need --store (run `clip4rec encode` first)")
+        raise ValueError(f"content modalities {list(wanted)} need --store (run `clip4rec encode` first)")
     opened = [EmbeddingStore.load(path) for path in stores]
+    if isinstance(wanted, StoreDefault):
+        wanted = resolve_slots(wanted.slots, opened)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for spec in wanted:
-        encoder, _, name = spec.rpartition(":")
-        found = [(st, enc) for st in opened for enc in st.encoders
-                 if (not encoder or enc == encoder) and name in st.modalities(enc)]
+        found = find_modality(opened, spec)
         if not found:
-            raise ValueError(f"modality {spec!r} is in none of the stores {stores}")
+            raise missing_modality_error(spec, opened)
+        name = spec.rpartition(":")[2]
         if len(found) > 1:
             raise ValueError(f"modality {spec!r} is in several stores/encoders "
                              f"({[e for _, e in found]}); write it as ENCODER:{name}")

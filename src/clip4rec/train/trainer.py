@@ -191,7 +191,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
         if ndcg > state["best"]:
             state.update(best=ndcg, best_epoch=epoch, bad_epochs=0)
             _atomic_save_weights(model, run_dir / BEST_WEIGHTS)
-        else:
+        elif epoch > tcfg.warmup_epochs:  # a dip during the warm-up does not use up patience
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         _checkpoint(ckpt_path, model, optimizer, state)
