@@ -5,9 +5,10 @@ the last interaction is the test target, the second-to-last the validation targe
 Test histories include the validation item (as in SASRec and RecBole).
 
 Cold start: a seeded fraction of the items that have interactions is held out. Those items are removed
-from every training sequence and from every evaluation history, validation cases that target them are
-dropped from model selection, and test cases that target them are the "cold" cases. Nothing about a
-cold item reaches the model except its content (for content-based variants).
+from every training sequence and from every evaluation history; validation and test cases that target
+them are the "cold" cases of each. Validation keeps its cold cases so that early stopping and recipe
+choice see the same warm/cold mix as the test (validation data, never trained on). Nothing about a cold
+item reaches the model except its content (for content-based variants).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def make_split(dataset: Dataset, kind: SplitKind = "loo", seed: int = 42,
     test = EvalCases([], [], np.empty(0, dtype=np.int64))
     valid_targets: list[int] = []
     test_targets: list[int] = []
-    too_short = dropped_cold_valid = empty_valid = empty_test = 0
+    too_short = cold_valid = empty_valid = empty_test = 0
     for user, seq in zip(users, sequences):
         if len(seq) < 3:  # needs a training item, a validation target and a test target
             too_short += 1
@@ -118,9 +119,8 @@ def make_split(dataset: Dataset, kind: SplitKind = "loo", seed: int = 42,
             train_seqs.append(train)
         valid_history = train
         test_history = np.append(train, valid_target) if not cold[valid_target] else train
-        if cold[valid_target]:
-            dropped_cold_valid += 1
-        elif len(valid_history):
+        if len(valid_history):
+            cold_valid += int(cold[valid_target])
             valid.user_ids.append(user)
             valid.histories.append(valid_history)
             valid_targets.append(valid_target)
@@ -137,7 +137,7 @@ def make_split(dataset: Dataset, kind: SplitKind = "loo", seed: int = 42,
     counts = np.bincount(np.concatenate(train_seqs), minlength=n_items) if train_seqs else np.zeros(n_items, int)
     report = {
         "users_too_short_skipped": too_short,
-        "valid_cases_with_cold_target_dropped": dropped_cold_valid,
+        "valid_cases_with_cold_target": cold_valid,
         "valid_cases_empty_history_skipped": empty_valid,
         "test_cases_empty_history_skipped": empty_test,
         "test_cases_with_cold_target": int(cold[test.targets].sum()) if len(test) else 0,
