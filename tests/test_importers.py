@@ -16,7 +16,8 @@ ML100K = DATA / "ml100k-posters"
 BEAUTY = DATA / "amazon-beauty"
 CORE_FINDINGS = {"duplicate_item_ids_merged", "unknown_item_interactions_dropped",
                  "interactions_missing_user_or_item_dropped", "duplicate_interactions_kept", "items_without_text",
-                 "items_without_interactions", "non_utf8_input_decoded_as_latin1"}
+                 "items_without_interactions", "non_utf8_input_decoded_as_latin1",
+                 "interactions_repeating_user_item_time"}
 
 
 def findings(ds: Dataset) -> dict[str, int]:
@@ -194,6 +195,71 @@ def test_generic_missing_interaction_column_names_it(shop: Path) -> None:
 def test_generic_missing_text_column_names_it(shop: Path) -> None:
     with pytest.raises(DatasetError, match=r"items\.csv.*'description'"):
         generic(shop, text_col="name,description")
+
+
+def test_generic_missing_default_columns_list_what_was_found_and_the_option_to_map_them(tmp_path: Path) -> None:
+    write(tmp_path / "items.csv", "sku,name\n1,One\n")
+    write(tmp_path / "interactions.csv", "customer,item_id\nu,1\n")
+    with pytest.raises(DatasetError) as err:
+        import_dataset("generic", str(tmp_path))
+    assert str(err.value) == (f"{tmp_path / 'items.csv'}: missing required column 'item_id' (columns found: "
+                              "['sku', 'name']); say which column holds it with -o id_col=COLUMN")
+    with pytest.raises(DatasetError) as err:
+        import_dataset("generic", str(tmp_path), id_col="sku")
+    assert str(err.value) == (f"{tmp_path / 'interactions.csv'}: missing required column 'user_id' (columns found: "
+                              "['customer', 'item_id']); say which column holds it with -o user_col=COLUMN")
+    assert import_dataset("generic", str(tmp_path), id_col="sku", user_col="customer").n_interactions == 1
+
+
+def test_import_help_shows_every_generic_option_with_its_default() -> None:
+    from typer.testing import CliRunner
+
+    from clip4rec.cli import app
+    from clip4rec.data.importers.generic import OPTIONS
+    result = CliRunner().invoke(app, ["import", "generic", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    shown = " ".join(result.output.split())
+    assert len(OPTIONS) == 10
+    for key, default in OPTIONS.items():
+        assert f"{key}= (default: {default})" in shown, key
+    assert "(default: item_id); title_col=" in shown and "user_col= (default: user_id)" in shown
+
+
+def test_generic_without_title_column_takes_the_first_text_column_and_says_so(tmp_path: Path) -> None:
+    long = "A " + "very " * 30 + "long line"
+    write(tmp_path / "items.csv", f"item_id,description,blurb\n1,A red mug. Made of clay.,x\n2,{long},y\n3,,z\n")
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,1\nu,2\n")
+    ds = import_dataset("generic", str(tmp_path), text_col="description,blurb")
+    assert ds.items["title"].tolist() == ["A red mug", "A " + "very " * 14 + "very…", None]
+    assert ds.items["text"].tolist() == ["A red mug. Made of clay. x", f"{long}. y", "z"]
+    found = next(f for f in ds.meta["validation"]["findings"] if f["kind"] == "title_from_other_column")
+    assert (found["count"], found["examples"]) == (3, ["description"])
+    assert "column 'description'" in found["action"] and "-o title_col=COLUMN" in found["action"]
+    assert ds.meta["import_options"]["title_col"] == "description"
+    # No text column either: the first column holding strings; the text is that column, whole.
+    write(tmp_path / "items.csv", "item_id,price,label\n1,3,Red mug. Clay.\n2,4,Pen\n")
+    ds = import_dataset("generic", str(tmp_path))
+    assert ds.items["title"].tolist() == ["Red mug", "Pen"]
+    assert ds.items["text"].tolist() == ["Red mug. Clay.", "Pen"]
+    assert findings(ds)["title_from_other_column"] == 2
+    # A title column present: nothing to report.
+    write(tmp_path / "items.csv", "item_id,title\n1,One\n2,Two\n")
+    assert findings(import_dataset("generic", str(tmp_path)))["title_from_other_column"] == 0
+
+
+def test_generic_duplicates_counted_both_ways(tmp_path: Path) -> None:
+    write(tmp_path / "items.csv", "item_id,title\nA,a\nB,b\n")
+    write(tmp_path / "interactions.csv", "user_id,item_id,ts,rating\n"
+                                         "u,A,1,5\nu,A,1,5\nu,A,1,4\nu,B,2,5\nu,A,3,5\nv,A,1,5\n")
+    f = {x["kind"]: x for x in import_dataset("generic", str(tmp_path), time_col="ts").meta["validation"]["findings"]}
+    assert f["duplicate_interactions_kept"]["count"] == 1          # row 2 repeats row 1 in every column
+    assert f["interactions_repeating_user_item_time"]["count"] == 2  # rows 2 and 3 repeat (u, A, 1)
+    assert "every column (user, item, time, rating)" in f["duplicate_interactions_kept"]["action"]
+    assert "(user_id, item_id, time)" in f["interactions_repeating_user_item_time"]["action"]
+    # Without a time column the row position is not compared: (user, item) repeats.
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,A\nu,A\nu,B\n")
+    f = findings(import_dataset("generic", str(tmp_path)))
+    assert (f["duplicate_interactions_kept"], f["interactions_repeating_user_item_time"]) == (1, 1)
 
 
 def test_generic_missing_file_names_it(shop: Path) -> None:

@@ -12,14 +12,17 @@ from clip4rec.data.dataset import Dataset, DatasetError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("import")
+    from clip4rec.data.importers import options_help
+
+    # The epilog lists every format's options with their defaults (from the importers themselves).
+    @app.command("import", epilog="Options per format (-o KEY=VALUE):\n\n" + options_help())
     def import_cmd(
         fmt: str = typer.Argument(..., help="ml100k-posters | amazon-p5 | generic | recbole"),
         src: Path = typer.Argument(..., help="raw data folder (or file, for generic)"),
         out: Path = typer.Option(..., "--out", help="Dataset directory to write"),
         option: list[str] = typer.Option([], "--option", "-o",
-                                         help="importer option KEY=VALUE (generic: items=, interactions=, images=, "
-                                              "id_col=, title_col=, text_col=, image_col=, user_col=, item_col=, time_col=)"),
+                                         help="importer option KEY=VALUE, repeatable; each format's options and "
+                                              "their defaults are listed below"),
     ) -> None:
         """Import raw files into a Dataset (items.parquet, interactions.parquet, dataset.json)."""
         from clip4rec.data.importers import import_dataset

@@ -12,7 +12,12 @@ Finding kinds (always recorded, zero counts included, so a report shows what was
   interactions_missing_user_or_item_dropped
   interactions_missing_timestamp_dropped   (time column present but empty/unparseable)
   unknown_item_interactions_dropped    interactions whose item is not in the catalog
-  duplicate_interactions_kept          exact duplicate interaction rows (same user, item, time, extras)
+  duplicate_interactions_kept          rows identical in every column (user, item, time and every extra
+                                       column) to an earlier row: the repeats beyond the first, kept
+  interactions_repeating_user_item_time   rows whose (user, item, time) repeats an earlier row's, whatever
+                                       their other columns: the repeats beyond the first, kept; without a
+                                       time column (file order) the pair (user, item) is what repeats
+  title_from_other_column              (generic) no title column: titles taken from the first text column
   items_without_text
   items_without_interactions           catalog items nobody interacted with (kept)
   image_files_missing / image_files_empty   referenced image absent / zero bytes -> image set to None
@@ -42,10 +47,16 @@ def require_file(path: str | os.PathLike[str], what: str) -> Path:
     return path
 
 
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | str) -> None:
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | str,
+                    options: dict[str, str] | None = None) -> None:
+    """A missing column is an error listing the columns found; `options` maps a column to the importer
+    option that names it (e.g. {"user_id": "user_col"}), so the error says how to point at another one."""
     for col in columns:
         if col not in frame.columns:
-            raise DatasetError(f"{path}: missing required column '{col}' (columns found: {list(frame.columns)})")
+            option = (options or {}).get(col)
+            hint = f"; say which column holds it with -o {option}=COLUMN" if option else ""
+            raise DatasetError(f"{path}: missing required column '{col}' (columns found: {list(frame.columns)})"
+                               f"{hint}")
 
 
 def check_options(fmt: str, options: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
@@ -274,10 +285,7 @@ class Importing:
                    inter.loc[unknown, "item_id"].drop_duplicates().tolist())
         inter = inter.loc[~unknown]
 
-        subset = [c for c in inter.columns if not (synthetic_time and c == "timestamp")]
-        dup = inter.duplicated(subset=subset)
-        report.add("duplicate_interactions_kept", dup.sum(), "kept (repeat interactions are data)",
-                   (inter.loc[dup, "user_id"] + ":" + inter.loc[dup, "item_id"]).tolist())
+        self._count_repeats(inter, synthetic_time)
 
         if inter.empty:
             raise DatasetError(f"{self.source}: no interactions left after cleaning "
@@ -287,6 +295,25 @@ class Importing:
         inter = inter.sort_values(["user_id", "timestamp"], kind="stable")
         inter["timestamp"] = inter["timestamp"].astype("int64")
         return order_interactions(inter)
+
+
+    def _count_repeats(self, inter: pd.DataFrame, synthetic_time: bool) -> None:
+        """Two counts, because "duplicate" means two things: rows identical in every column, and rows that
+        repeat (user, item, time) whatever else they hold. Both are repeats beyond a group's first row."""
+        extras = [c for c in inter.columns if c not in ("user_id", "item_id", "timestamp")]
+        key = ["user_id", "item_id"] if synthetic_time else ["user_id", "item_id", "timestamp"]
+        same_row = inter.duplicated(subset=key + extras)
+        every = f"user, item{'' if synthetic_time else ', time'}" + "".join(f", {c}" for c in extras)
+        clock = " (no time column: the row position is not compared)" if synthetic_time else ""
+        self.report.add("duplicate_interactions_kept", same_row.sum(),
+                        f"kept (repeat interactions are data): rows identical in every column ({every}) to an "
+                        f"earlier row{clock}, counting the repeats beyond the first",
+                        (inter.loc[same_row, "user_id"] + ":" + inter.loc[same_row, "item_id"]).tolist())
+        same_key = inter.duplicated(subset=key)
+        self.report.add("interactions_repeating_user_item_time", same_key.sum(),
+                        f"kept: rows repeating an earlier row's ({', '.join(k.replace('timestamp', 'time') for k in key)})"
+                        f"{clock}, other columns may differ; counting the repeats beyond the first",
+                        (inter.loc[same_key, "user_id"] + ":" + inter.loc[same_key, "item_id"]).tolist())
 
 
 def _file_size(path: str) -> int | None:

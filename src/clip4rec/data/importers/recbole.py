@@ -18,11 +18,20 @@ from clip4rec.data.importers.common import Importing, check_options, clean_ids, 
     join_text, parse_times, require_columns
 
 FORMAT = "recbole"
-OPTIONS = ("name", "user_col", "item_col", "time_col", "title_col", "text_col", "images")
+# option -> its default (shown by `clip4rec import --help`)
+OPTIONS = {
+    "name": "the only *.inter in SRC",
+    "user_col": "user_id",
+    "item_col": "item_id",
+    "time_col": "timestamp, if present, else file order",
+    "title_col": "first of title/movie_title/item_name/name, else a field with 'title' in its name",
+    "text_col": "the title; a,b joins fields",
+    "images": "none; a folder of {item_id}.jpg|.jpeg|.png|.webp",
+}
 TITLE_GUESSES = ("title", "movie_title", "item_name", "name")
 
 
-@register(FORMAT)
+@register(FORMAT, OPTIONS)
 def import_recbole(src: str, **options: Any) -> Dataset:
     """src: the folder (or the .inter file). Options (defaults in brackets):
 
@@ -39,7 +48,8 @@ def import_recbole(src: str, **options: Any) -> Dataset:
 
     user_col, item_col = given.get("user_col", "user_id"), given.get("item_col", "item_id")
     raw, _ = _read_atomic(job, inter_path, "interactions")
-    require_columns(raw, [user_col, item_col, *([given["time_col"]] if "time_col" in given else [])], inter_path)
+    require_columns(raw, [user_col, item_col, *([given["time_col"]] if "time_col" in given else [])], inter_path,
+                    {user_col: "user_col", item_col: "item_col", given.get("time_col"): "time_col"})
     time_col = given.get("time_col") or ("timestamp" if "timestamp" in raw.columns else None)
     inter = pd.DataFrame({"user_id": raw[user_col], "item_id": raw[item_col]})
     inter["timestamp"] = parse_times(raw[time_col], inter_path, time_col) if time_col else range(len(raw))
@@ -91,7 +101,8 @@ def _read_atomic(job: Importing, path: Path, what: str) -> tuple[pd.DataFrame, d
 def _read_items(job: Importing, path: Path, given: dict[str, Any], item_col: str) -> pd.DataFrame:
     raw, _ = _read_atomic(job, path, "items")
     text_cols = [c.strip() for c in str(given.get("text_col", "")).split(",") if c.strip()]
-    require_columns(raw, [item_col, *([given["title_col"]] if "title_col" in given else []), *text_cols], path)
+    require_columns(raw, [item_col, *([given["title_col"]] if "title_col" in given else []), *text_cols], path,
+                    {item_col: "item_col", given.get("title_col"): "title_col", **{c: "text_col" for c in text_cols}})
     raw = job.merge_items(raw, item_col)
     title_col = given.get("title_col") or next((c for c in TITLE_GUESSES if c in raw.columns), None) \
         or next((c for c in raw.columns if "title" in c), None)
