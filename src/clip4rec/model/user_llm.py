@@ -3,6 +3,16 @@
 Lite-LLM4Rec's point: the LLM reads item *vectors* (no item text tokens, no generative decoding), so a
 sequence of 50 items costs 50 positions. An adapter maps item space -> LM width and back. The LM's weights
 are trained fully, frozen, or through LoRA on the attention projections (the default: small and stable).
+
+What a mode trains, exactly (tests/test_user_llm.py counts it): the two adapters always; `frozen` nothing
+of the LM; `lora` rank-r A and B on every q_proj and v_proj; `full` every LM weight (decoder layers and
+final norm). The placeholder token embedding is never read (inputs_embeds) and is never trained.
+
+Cost: the LM dominates (its matmuls are ~80% of a training step on the CPU), so the cheap wins are not
+doing work that cannot change the answer: no KV cache (nothing is generated), no 4-D padding mask when the
+batch is right-padded (the causal mask already keeps every real position off the padding to its right),
+and `compute_dtype="bfloat16"` to run the LM's matmuls under autocast where the hardware has fast bf16
+(AVX512-BF16 CPUs, GPUs); adapters, loss and the weights themselves stay float32.
 """
 
 from __future__ import annotations
@@ -42,29 +52,42 @@ def load_smollm2_layers(n_layers: int) -> nn.Module:
     if n_layers > config.num_hidden_layers:
         raise ValueError(f"SmolLM2-135M has {config.num_hidden_layers} layers; asked for {n_layers}")
     config.num_hidden_layers = n_layers
+    config.use_cache = False  # a tower reads whole sequences; a KV cache would only copy keys and values
     from transformers.utils import logging as hf_logging
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the dropped upper layers are reported as "unexpected" keys: expected here
     try:
-        model = AutoModel.from_pretrained(folder, config=config)
+        # local_files_only: the weights are the packaged GGUF's de-quantised copy; never reach for the hub.
+        model = AutoModel.from_pretrained(folder, config=config, local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
-    # Items arrive as vectors (inputs_embeds): the 49k-token embedding table is never read, so drop it.
-    model.embed_tokens = nn.Embedding(1, config.hidden_size)
+    # Items arrive as vectors (inputs_embeds): the 49k-token embedding table is never read, so drop it. The
+    # 1-row placeholder keeps the module's structure (and saved Runs' keys); frozen, as nothing reads it.
+    model.embed_tokens = nn.Embedding(1, config.hidden_size).requires_grad_(False)
     return model
+
+
+def is_right_padded(mask: torch.Tensor) -> bool:
+    """True when every row's real positions form a prefix (no real position after a padded one)."""
+    return not bool((mask[:, 1:] & ~mask[:, :-1]).any())
 
 
 class SmolLMTower(nn.Module):
     def __init__(self, hidden: int, n_layers: int = 2, max_len: int = 50, train_mode: str = "lora",
-                 lora_rank: int = 8, dropout: float = 0.1, llm: nn.Module | None = None):
+                 lora_rank: int = 8, dropout: float = 0.1, llm: nn.Module | None = None,
+                 compute_dtype: str = "float32"):
         super().__init__()
+        if compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"unknown compute dtype {compute_dtype!r}; use float32 or bfloat16")
         self.max_len = max_len
+        self.compute_dtype = compute_dtype
         self.llm = llm if llm is not None else load_smollm2_layers(n_layers)
         width = self.llm.config.hidden_size
         self.adapter_in = nn.Sequential(nn.Linear(hidden, width), nn.Dropout(dropout))
         self.adapter_out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.LayerNorm(hidden))
         if train_mode in ("frozen", "lora"):
             self.llm.requires_grad_(False)
+        self.llm.embed_tokens.requires_grad_(False)  # never read (inputs_embeds), so never trained
         if train_mode == "lora":
             for layer in self.llm.layers:
                 attn = layer.self_attn
@@ -76,6 +99,15 @@ class SmolLMTower(nn.Module):
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if inputs.shape[1] > self.max_len:
             raise ValueError(f"sequence length {inputs.shape[1]} exceeds max_len {self.max_len}")
-        # Right padding + the LM's own causal mask: real positions never attend to padding.
-        out = self.llm(inputs_embeds=self.adapter_in(inputs), attention_mask=mask.long()).last_hidden_state
+        # Right padding + the LM's own causal mask: real positions never attend to padding, so the padding mask
+        # changes nothing they see; leaving it out lets attention take the plain causal path (no [B, 1, L, L]
+        # mask built per call). Padded positions' outputs are then meaningless, and nobody reads them.
+        attention_mask = None if is_right_padded(mask) else mask.long()
+        embeds = self.adapter_in(inputs)
+        if self.compute_dtype == "bfloat16":
+            with torch.autocast(embeds.device.type, dtype=torch.bfloat16):
+                out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            out = out.float()
+        else:
+            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return self.adapter_out(out)

