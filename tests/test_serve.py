@@ -135,6 +135,69 @@ def test_empty_or_all_unknown_history_falls_back_to_popularity(fused):
         assert body["fallback"] == "popularity" and body["history_used"] == 0
         counts = [i["train_count"] for i in body["items"]]
         assert counts == sorted(counts, reverse=True) and counts[0] == state.train_counts.max()
+        # A count is not a model score: the fallback says so and leaves score empty.
+        assert body["score_kind"] == "popularity" and [i["score"] for i in body["items"]] == [None] * 5
+    scored = client.post("/recommend", json={"history": ring_history(5), "k": 5}).json()
+    assert scored["score_kind"] == "model" and all(isinstance(i["score"], float) for i in scored["items"])
+
+
+@pytest.fixture()
+def numeric(toy):
+    """The fused Run's model behind a MovieLens-like catalog: ids "100".."147", users "7" and "8"."""
+    base = ServiceState.from_run(toy / "fused")
+    ids = [str(100 + j) for j in range(N)]
+    users = {"7": ids[10:16], "8": ids[30:33]}
+    state = ServiceState(base.model, ids, base.snapshot.table, users=users, train_counts=base.train_counts)
+    return state, TestClient(create_app(state))
+
+
+def test_ids_may_be_json_numbers(numeric):
+    state, client = numeric
+    as_text = client.post("/recommend", json={"history": ["110", "111", "112"], "k": 5}).json()
+    as_numbers = client.post("/recommend", json={"history": [110, 111, 112], "k": 5}).json()
+    assert as_numbers["history_used"] == 3 and as_numbers["unknown_ids"] == []
+    assert as_numbers["items"] == as_text["items"]
+    assert client.post("/recommend", json={"history": [999], "k": 5}).json()["unknown_ids"] == ["999"]
+    for bad in ([True], [110.0], [[110]]):  # a boolean or a fraction is not an id
+        assert client.post("/recommend", json={"history": bad}).status_code == 422, bad
+
+
+def test_openapi_documents_number_ids_with_examples_from_the_served_catalog(numeric):
+    state, client = numeric
+    spec = client.get("/openapi.json").json()
+    fields = spec["components"]["schemas"]["RecommendRequest"]["properties"]
+    assert {"type": "integer"} in fields["history"]["items"]["anyOf"]
+    assert "integer is read as its decimal string" in fields["history"]["items"]["description"]
+    examples = spec["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert examples["history"]["value"]["history"] == ["113", "114", "115"]   # user 7's last three items
+    assert examples["numbers"]["value"]["history"] == [113, 114, 115]
+    assert examples["user"]["value"] == {"user_id": "7", "k": 10}
+    for example in examples.values():  # every documented example is answered
+        assert client.post("/recommend", json=example["value"]).status_code == 200
+    response = spec["components"]["schemas"]["RecommendResponse"]["properties"]
+    assert response["score_kind"]["enum"] == ["model", "popularity"]
+
+
+def test_recommend_for_a_known_user_uses_their_dataset_history(fused, numeric):
+    state, client = fused
+    user = state.user_ids[3]
+    by_user = client.post("/recommend", json={"user_id": user, "k": 5}).json()
+    by_history = client.post("/recommend", json={"history": state.users[user], "k": 5}).json()
+    assert by_user["items"] == by_history["items"]
+    assert (by_user["user_id"], by_user["history_from_user"]) == (user, len(state.users[user]))
+    # More history after the stored one: it comes last, as the newest.
+    more = client.post("/recommend", json={"user_id": user, "history": ["i0"], "k": 5}).json()
+    again = client.post("/recommend", json={"history": state.users[user] + ["i0"], "k": 5}).json()
+    assert more["items"] == again["items"] and more["history_from_user"] == len(state.users[user])
+    missing = client.post("/recommend", json={"user_id": "nobody"})
+    assert missing.status_code == 404 and "unknown user id 'nobody'" in missing.text
+    assert numeric[1].post("/recommend", json={"user_id": 8, "k": 3}).json()["history_from_user"] == 3
+    # The history limit keeps the newest ids: the request's, then the user's latest.
+    small = ServiceState(state.model, state.item_ids, state.snapshot.table, users={"u": ["i1", "i2", "i3", "i4"]},
+                         limits=Limits(max_history=3))
+    assert small.history_for("u", ["i9"]) == (["i3", "i4", "i9"], 2)
+    assert small.history_for("u", ["i7", "i8", "i9"]) == (["i7", "i8", "i9"], 0)
+    assert small.recommend(user_id="u", k=2)["history_from_user"] == 3
 
 
 def test_long_history_is_truncated_to_the_model_window(fused):
@@ -507,8 +570,8 @@ def test_batched_answers_equal_single_ones_and_concurrent_http_requests_are_coal
             continue
         single = state.recommend(history, k, exclude)
         assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in single["items"]]
-        np.testing.assert_allclose([i["score"] for i in answer["items"]], [i["score"] for i in single["items"]],
-                                   rtol=1e-4, atol=1e-4)
+        scores = [[np.nan if i["score"] is None else i["score"] for i in a["items"]] for a in (answer, single)]
+        np.testing.assert_allclose(*scores, rtol=1e-4, atol=1e-4)  # the popularity fallback has no score (nan)
     app = create_app(state)
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
         def call(req):

@@ -19,13 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import Body, FastAPI, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from clip4rec import __version__
 from clip4rec.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
@@ -45,17 +45,34 @@ def _utf8(value: str) -> str:
     return value
 
 
+def _number_to_str(value: Any) -> Any:
+    """Ids are strings in the catalog, but MovieLens-style ids are natural to send as JSON numbers: an integer
+    is read as its decimal string (181 -> "181"). Booleans and fractions stay errors (1.0 is not "1")."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_utf8)]
+# An id in a request body: a string, or an integer read as its decimal string; the schema says both.
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_utf8),
+                      BeforeValidator(_number_to_str),
+                      WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID},
+                                                {"type": "integer"}],
+                                      "description": "an id as in the catalog; an integer is read as its decimal "
+                                                     "string (181 -> \"181\")"})]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 VectorKey = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_utf8)]
 
 
 # ---- request / response models --------------------------------------------------------------------------
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"history": ["i1", "i2", "i3"], "k": 10, "exclude_seen": True}]})
-    history: list[ItemId] = Field(default_factory=list, max_length=1000,
-                                  description="item ids, oldest first; unknown ids are reported and skipped")
+    # Examples come from the served catalog (see create_app), not from here.
+    model_config = ConfigDict(extra="forbid")
+    user_id: RequestId | None = Field(None, description="a user of the Run's Dataset: their interactions there "
+                                      "(oldest first) are the history, followed by `history` if given; "
+                                      "unknown user -> 404")
+    history: list[RequestId] = Field(default_factory=list, max_length=1000,
+                                     description="item ids, oldest first (strings, or integers read as strings); "
+                                                 "unknown ids are reported and skipped")
     k: int = Field(10, ge=1, le=1000, description="how many items to return")
     exclude_seen: bool = Field(True, description="leave out items already in the history")
 
@@ -63,7 +80,9 @@ class RecommendRequest(BaseModel):
 class Item(BaseModel):
     item_id: str
     title: str | None
-    score: float
+    score: float | None = Field(description="the model's score (user vector · item vector) in /recommend, the "
+                                            "cosine in /similar; null in the popularity fallback, whose items are "
+                                            "ordered by train_count")
     rank: int
     cold_start: bool = Field(description="never seen in training: placed by its content vector alone")
     published: bool = Field(description="added live through POST /items")
@@ -73,6 +92,11 @@ class Item(BaseModel):
 
 class RecommendResponse(BaseModel):
     items: list[Item]
+    score_kind: Literal["model", "popularity"] = Field(
+        description="'model': items[].score is user vector · item vector (one scale within a response); "
+                    "'popularity': no history to score, items[].score is null and train_count orders them")
+    user_id: str | None = Field(None, description="the user whose Dataset history was used")
+    history_from_user: int = Field(0, description="history ids taken from that user's interactions")
     unknown_ids: list[str] = Field(description="history ids not in the catalog (skipped)")
     history_used: int = Field(description="history items the user tower read")
     truncated: int = Field(description="older known history items dropped to fit the model's window")
@@ -263,12 +287,21 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
             raise ServeError(f"unknown item id {item_id!r}", 404)
         return i
 
+    examples = recommend_examples(state)
+
     @app.post("/recommend", response_model=RecommendResponse, tags=["recommend"])
-    async def recommend(request: RecommendRequest) -> dict[str, Any]:
-        """Top-k items for a history (one user-tower pass + one top-k over the item table)."""
+    # Body(...) as a default, not in Annotated: the annotation is a string here (postponed evaluation) and
+    # `examples` is local, so FastAPI could not resolve it.
+    async def recommend(request: RecommendRequest = Body(openapi_examples=examples)) -> dict[str, Any]:
+        """Top-k items for a user or a history (one user-tower pass + one top-k over the item table).
+
+        Ids may be sent as JSON integers; they are strings in the catalog. With `user_id`, the user's
+        interactions in the Run's Dataset are the history (then `history`, if also given)."""
         t0 = time.perf_counter()
-        out = await batcher.submit(request.history, request.k, request.exclude_seen)
-        out["took_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        history, from_user = state.history_for(request.user_id, request.history)
+        out = await batcher.submit(history, request.k, request.exclude_seen)
+        out.update(user_id=request.user_id, history_from_user=from_user,
+                   took_ms=round((time.perf_counter() - t0) * 1000, 3))
         return out
 
     @app.get("/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
@@ -340,6 +373,22 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def recommend_examples(state: ServiceState) -> dict[str, dict[str, Any]]:
+    """OpenAPI examples for /recommend made from the served catalog: a real user's last items, the same ids as
+    JSON numbers where they are numeric (MovieLens), and the user by id."""
+    user = next((u for u in state.user_ids if state.users[u]), None)
+    history = state.users[user][-3:] if user is not None else state.item_ids[:3]
+    examples: dict[str, dict[str, Any]] = {
+        "history": {"summary": "a history of catalog ids, oldest first", "value": {"history": history, "k": 10}}}
+    if history and all(i.isdigit() and str(int(i)) == i for i in history):
+        examples["numbers"] = {"summary": "the same ids as JSON numbers (read as strings)",
+                               "value": {"history": [int(i) for i in history], "k": 10}}
+    if user is not None:
+        examples["user"] = {"summary": "a known user: history from the Run's Dataset",
+                            "value": {"user_id": user, "k": 10}}
+    return examples
 
 
 def serve(state: ServiceState, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",

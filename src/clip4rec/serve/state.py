@@ -200,11 +200,25 @@ class ServiceState:
         return {"item_id": item_id, "title": self.titles[i], "published": item_id in self.published,
                 "cold_start": count == 0, "train_count": count, "has_image": self.images[i] is not None}
 
-    def recommend(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
+    def history_for(self, user_id: str | None, history: Sequence[str] = ()) -> tuple[list[str], int]:
+        """(history to score, how many of its ids came from the user): the user's interactions in the Run's
+        Dataset, oldest first, then `history`; at most `limits.max_history` ids, the newest kept."""
+        if user_id is None:
+            return list(history), 0
+        if user_id not in self.users:
+            raise ServeError(f"unknown user id {user_id!r}", 404)
+        room = max(0, self.limits.max_history - len(history))
+        stored = self.users[user_id]
+        taken = stored[len(stored) - room:] if room else []
+        return taken + list(history), len(taken)
+
+    def recommend(self, history: Sequence[str] = (), k: int = 10, exclude_seen: bool = True,
+                  user_id: str | None = None) -> dict[str, Any]:
+        history, from_user = self.history_for(user_id, history)
         out = self.recommend_many([(history, k, exclude_seen)])[0]
         if isinstance(out, ServeError):
             raise out
-        return out
+        return {**out, "user_id": user_id, "history_from_user": from_user}
 
     def recommend_many(self, requests: Sequence[tuple[Sequence[str], int, bool]]) -> list[dict[str, Any] | ServeError]:
         """Answers a batch of (history, k, exclude_seen) with one user-tower pass and one table product.
@@ -232,11 +246,14 @@ class ServiceState:
                     known.append(i)
             window = known[-self.max_len:]
             out: dict[str, Any] = {"unknown_ids": unknown, "history_used": len(window),
-                                   "truncated": len(known) - len(window), "max_len": self.max_len, "fallback": None}
+                                   "truncated": len(known) - len(window), "max_len": self.max_len, "fallback": None,
+                                   "score_kind": "model"}
             outs.append(out)
             if not window:
-                out["fallback"] = "popularity"
-                out["items"] = [{**self.item_info(int(i)), "score": float(self.train_counts[i]), "rank": r + 1}
+                # No user vector, so no model score: a training count is not on the model's scale (575 next to
+                # ~39), so score is null and train_count (already in every item) is what orders the list.
+                out.update(fallback="popularity", score_kind="popularity")
+                out["items"] = [{**self.item_info(int(i)), "score": None, "rank": r + 1}
                                 for r, i in enumerate(self.popular[:k])]
             else:
                 pending.append((j, window, known, k, exclude_seen))

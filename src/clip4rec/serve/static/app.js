@@ -36,7 +36,7 @@ function tile(item) {
   t.appendChild(el("div", "title", item.title || item.item_id)).title = item.title || item.item_id;
   const meta = [];
   if (item.rank !== undefined) meta.push("#" + item.rank);
-  if (item.score !== undefined) meta.push("score " + item.score.toFixed(3));
+  if (item.score !== undefined && item.score !== null) meta.push("score " + item.score.toFixed(3));
   t.appendChild(el("div", "meta", meta.length ? meta.join(" · ") : item.item_id));
   t.onclick = () => showSimilar(item, t);
   return t;
