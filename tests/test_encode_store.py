@@ -239,3 +239,18 @@ def test_process_decode_workers_give_the_same_store(tiny_clip, catalog, tmp_path
     encode_dataset(catalog, encoder=str(tiny_clip), out=b, batch_size=8, workers=2, decode="process",
                    progress=False, log=lambda m: None)
     assert _files(a) == _files(b)
+
+
+def test_contact_sheet_font_draws_dashes_and_accents():
+    from clip4rec.encode.mismatch import sheet_font
+    font = sheet_font()
+    assert Path(font.path).name == "DejaVuSans.ttf"
+    def drawn(text: str) -> bytes:
+        from PIL import Image, ImageDraw
+        img = Image.new("L", (20, 20))
+        ImageDraw.Draw(img).text((2, 2), text, fill=255, font=font)
+        return img.tobytes()
+
+    missing = drawn("\ue000")  # a private-use code point: the "no glyph" box
+    for ch in "–êé—’":
+        assert drawn(ch) != missing, ch

@@ -180,6 +180,25 @@ def write_report(store: EmbeddingStore | str, out: str | os.PathLike[str], top: 
             "contact_sheet": str(sheet) if sheet else None, "worst": worst}
 
 
+DEJAVU_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",)  # Debian's fonts-dejavu-core
+
+
+def sheet_font(size: int = 10):
+    """DejaVu Sans: PIL's default font draws "–" or "ê" as boxes. matplotlib (a dependency) bundles DejaVu;
+    Debian's copy is the second choice, PIL's default the last."""
+    from PIL import ImageFont
+    candidates = list(DEJAVU_PATHS)
+    try:
+        import matplotlib
+        candidates.insert(0, str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"))
+    except ImportError:
+        pass
+    for path in candidates:
+        if Path(path).is_file():
+            return ImageFont.truetype(path, size)
+    return ImageFont.load_default()
+
+
 def contact_sheet(worst: list[tuple[str, float]], dataset_dir: str | os.PathLike[str], path: Path,
                   text_fields: list[str] | None = None, thumb: tuple[int, int] = (92, 138), cols: int = 4) -> Path:
     """A PNG grid: each cell = the item's image, id, score and the start of its text."""
@@ -196,7 +215,7 @@ def contact_sheet(worst: list[tuple[str, float]], dataset_dir: str | os.PathLike
     rows = (len(worst) + cols - 1) // cols
     sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
+    font = sheet_font()
     prep = ImagePrep(size=(th, tw), mode="squash")
     for k, (item_id, score) in enumerate(worst):
         x0, y0 = (k % cols) * cell_w, (k // cols) * cell_h
