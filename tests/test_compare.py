@@ -235,8 +235,25 @@ def test_goals_are_computed_from_the_aggregate():
     assert rows[("fused_id_head", "loo")]["met"] is False                   # -2.33%
     assert rows[("fused_id_head", "cold")]["met"] is True                   # -1.67%
     only_text = goals({"loo": {"text": agg_entry(overall={"ndcg@10": 0.1})}})
-    assert [r["met"] for r in only_text] == [None, None, None]
-    assert "fused and text" in only_text[0]["note"]
+    assert [r["met"] for r in only_text] == [None] * 6
+    assert "fused and text" in {r["goal"]: r for r in only_text}["fused_vs_text"]["note"]
+
+
+def test_goals_choose_the_content_variant_by_validation_and_need_p_for_fused_id():
+    def entry(valid, **segments):
+        return {**agg_entry(**segments), "valid_ndcg@10": {"mean": valid}}
+    agg = {"cold": {"text": entry(0.05, cold={"recall@10": 0.20}, overall={"ndcg@10": 0.1}),
+                    "fused-id": entry(0.07, cold={"recall@10": 0.09}, overall={"ndcg@10": 0.12}),
+                    "id": entry(0.06, overall={"ndcg@10": 0.1}),
+                    "content-knn": entry(0.01, cold={"recall@10": 0.06})}}
+    sig = {"cold": {"vs_id": {"fused-id": {"ndcg@10": {"t_p": 0.2}}}}}
+    rows = {r["goal"]: r for r in goals(agg, sig)}
+    knn = rows["content_vs_knn_cold"]
+    # fused-id has the better validation score, so it is the one held to the goal, though text is better on test
+    assert knn["chosen"] == "fused-id" and knn["ratio"] == pytest.approx(1.5) and knn["met"] is True
+    assert rows["fused_id_vs_id"]["ratio"] == pytest.approx(1.2) and rows["fused_id_vs_id"]["met"] is False
+    sig["cold"]["vs_id"]["fused-id"]["ndcg@10"]["t_p"] = 0.01
+    assert {r["goal"]: r for r in goals(agg, sig)}["fused_id_vs_id"]["met"] is True
 
 
 def test_render_only_rewrites_markdown_and_plots_from_report_json(grid, tmp_path):

@@ -21,7 +21,8 @@ class SplitConfig(Strict):
 
 
 class ModelConfig(Strict):
-    variant: Literal["id", "text", "image", "fused", "fused-id"] = "id"
+    # pop and content-knn learn nothing (see model.baselines): the bars every trained variant must clear.
+    variant: Literal["id", "text", "image", "fused", "fused-id", "pop", "content-knn"] = "id"
     # Embedding stores (from `clip4rec encode`) the content variants read; modalities are "name" or
     # "encoder:name" (e.g. "lite:image", "item-llm:llm_text"). Empty = the variant's default modalities.
     stores: list[str] = []

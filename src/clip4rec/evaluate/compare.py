@@ -30,7 +30,9 @@ from clip4rec.evaluate.significance import SIG_METRICS, paired_test, pooled_pair
 
 SPLITS = ("loo", "cold")
 SEGMENTS = ("overall", "warm", "cold", "head", "tail")
-BASELINES = ("text", "id")
+BASELINES = ("text", "id", "content-knn")
+CONTENT_VARIANTS = ("text", "image", "fused", "fused-id")  # trained on content vectors
+PROTOCOL_METRICS = ("recall@10", "ndcg@10")
 TRAINING_FIELDS = ("train_seconds", "seconds_per_epoch", "best_epoch", "epochs_run")
 Log = Callable[[str], None]
 
@@ -56,15 +58,15 @@ def item_vector_sources(config: Config) -> list[str]:
     not after hours of other cells; mirrors the lookup in ``train.run.load_modalities``.
     """
     from clip4rec.encode.store import EmbeddingStore
-    from clip4rec.train.run import DEFAULT_MODALITIES
+    from clip4rec.train.modalities import default_modalities
     m = config.model
-    if m.variant == "id":
+    if m.variant in ("id", "pop"):
         return []
     if not m.stores:
         raise ValueError(f"variant {m.variant!r} reads content vectors: pass --store (from `clip4rec encode`)")
     opened = [EmbeddingStore.load(s) for s in m.stores]
     sources = []
-    for spec in m.modalities or DEFAULT_MODALITIES[m.variant]:
+    for spec in m.modalities or default_modalities(m.variant, m.stores):
         encoder, _, name = spec.rpartition(":")
         found = [enc for st in opened for enc in st.encoders
                  if (not encoder or enc == encoder) and name in st.modalities(enc)]
@@ -133,6 +135,12 @@ def aggregate_cells(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                                          [((r.get("ci") or {}).get(seg) or {}).get(m) for r in runs])
                          for m in names}
     beyond = {k: seed_summary([r["beyond"].get(k) for r in runs]) for k in runs[0].get("beyond", {})}
+    other = None
+    if all(r.get("other_protocol") for r in runs):  # Runs evaluated before it existed have none
+        other = {"exclude_seen": runs[0]["other_protocol"]["exclude_seen"],
+                 "metrics": {seg: {m: seed_summary([r["other_protocol"]["metrics"][seg][m] for r in runs])
+                                   for m in PROTOCOL_METRICS}
+                             for seg in ("overall", "cold") if all(r["other_protocol"]["metrics"].get(seg) for r in runs)}}
     training = [r.get("training") or {} for r in runs]
     params = sorted({t.get("parameters") for t in training if t.get("parameters") is not None})
     return {
@@ -142,6 +150,10 @@ def aggregate_cells(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "beyond": beyond,
         "training": {f: seed_summary([t.get(f) for t in training]) for f in TRAINING_FIELDS},
         "parameters": params[0] if len(params) == 1 else params or None,
+        "other_protocol": other,
+        # What a recipe is chosen by (never the test): validation NDCG@10 over all validation cases.
+        "valid_ndcg@10": seed_summary([((r.get("valid") or {}).get("metrics", {}).get("overall") or {}).get("ndcg@10")
+                                       for r in runs]),
     }
 
 
@@ -170,9 +182,33 @@ def _mean(agg: dict[str, Any], split: str, variant: str, segment: str, metric: s
     return seg[metric]["mean"] if seg and seg.get(metric) else None
 
 
-def goals(agg: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (goal, split) that can be evaluated; a goal no split can evaluate gets one row, met None."""
+def best_content_variant(agg: dict[str, Any], split: str) -> str | None:
+    """The trained content variant with the best validation NDCG@10 in this split (chosen without the test)."""
+    scored = [(((agg[split][v].get("valid_ndcg@10") or {}).get("mean")), v) for v in CONTENT_VARIANTS if v in agg[split]]
+    scored = [(x, v) for x, v in scored if x is not None]
+    return max(scored)[1] if scored else None
+
+
+def _best_vs_knn_cold(agg: dict[str, Any], split: str) -> tuple[float | None, float | None]:
+    best = best_content_variant(agg, split)
+    if best is None:
+        return None, None
+    return _mean(agg, split, best, "cold", "recall@10"), _mean(agg, split, "content-knn", "cold", "recall@10")
+
+
+def goals(agg: dict[str, Any], sig: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per (goal, split) that can be evaluated; a goal no split can evaluate gets one row, met None.
+    `sig` (compare's significance block): the fused-id vs id goal also needs a paired t p < 0.05."""
     specs = [
+        ("content_vs_knn_cold", "best trained content variant (by validation NDCG@10) cold R@10 >= 1.5 x content-knn",
+         1.50, lambda s: _best_vs_knn_cold(agg, s), ("best content cold recall@10", "content-knn cold recall@10"),
+         "needs content-knn, a trained content variant and the cold split"),
+        ("fused_id_vs_id", "fused-id NDCG@10 >= 1.05 x id (overall), paired t p < 0.05", 1.05,
+         lambda s: (_mean(agg, s, "fused-id", "overall", "ndcg@10"), _mean(agg, s, "id", "overall", "ndcg@10")),
+         ("fused-id ndcg@10", "id ndcg@10"), "needs variants fused-id and id"),
+        ("fused_id_tail", "fused-id tail R@10 >= 1.3 x id", 1.30,
+         lambda s: (_mean(agg, s, "fused-id", "tail", "recall@10"), _mean(agg, s, "id", "tail", "recall@10")),
+         ("fused-id tail recall@10", "id tail recall@10"), "needs variants fused-id and id"),
         ("fused_vs_text", "fused NDCG@10 >= +10% over text (overall)", 1.10,
          lambda s: (_mean(agg, s, "fused", "overall", "ndcg@10"), _mean(agg, s, "text", "overall", "ndcg@10")),
          ("fused ndcg@10", "text ndcg@10"), "needs variants fused and text"),
@@ -192,8 +228,15 @@ def goals(agg: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             found = True
             ratio = a / b if b else None
-            rows.append({"goal": key, "text": text, "split": split, "values": {names[0]: a, names[1]: b},
-                         "ratio": ratio, "threshold": factor, "met": bool(a >= factor * b)})
+            row = {"goal": key, "text": text, "split": split, "values": {names[0]: a, names[1]: b},
+                   "ratio": ratio, "threshold": factor, "met": bool(a >= factor * b)}
+            if key == "content_vs_knn_cold":
+                row["chosen"] = best_content_variant(agg, split)
+            if key == "fused_id_vs_id":
+                test = ((((sig or {}).get(split) or {}).get("vs_id") or {}).get("fused-id") or {}).get("ndcg@10")
+                row["paired_t_p"] = test["t_p"] if test else None
+                row["met"] = row["met"] and row["paired_t_p"] is not None and row["paired_t_p"] < 0.05
+            rows.append(row)
         if not found:
             rows.append({"goal": key, "text": text, "split": None, "values": {}, "ratio": None,
                          "threshold": factor, "met": None, "note": f"not evaluated: {missing}"})
@@ -263,7 +306,7 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
         "significance": {sp: significance(out, sp, variants, seed_list) for sp in splits},
         "cells": cells,
     }
-    report["goals"] = goals(agg)
+    report["goals"] = goals(agg, report["significance"])
     report["plots"] = plots.write_plots(report, out)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
@@ -398,6 +441,7 @@ def _split_tables(report: dict[str, Any], split: str) -> list[str]:
                          _fmt((m[b] or {}).get("ndcg@10")), ratio])
         lines += _table(["variant", f"cases {a} / {b}", f"{a} R@10", f"{a} N@10", f"{b} R@10", f"{b} N@10",
                          f"{a}/{b} R@10"], rows)
+    lines += _protocol_lines(report, split)
     beyond = sorted({k for v in variants for k in agg[v]["beyond"]}, key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
     lines += ["### Beyond accuracy (top-k lists over all test users)", ""]
     lines += _table(["variant", *beyond], [[v, *(_fmt(agg[v]["beyond"].get(k)) for k in beyond)] for v in variants])
@@ -419,6 +463,29 @@ def _split_tables(report: dict[str, Any], split: str) -> list[str]:
     return lines
 
 
+def _protocol_lines(report: dict[str, Any], split: str) -> list[str]:
+    """Test results with seen items excluded and with them ranked, side by side (the tables above use the
+    report's own setting)."""
+    agg, variants = report["aggregate"][split], report["grid"]["variants"]
+    own = report["base_config"]["eval"]["exclude_seen"]
+    if not any(agg[v].get("other_protocol") for v in variants):
+        return []
+    name = {True: "seen excluded", False: "seen ranked"}
+    segs = ["overall", "cold"] if split == "cold" else ["overall"]
+    header = ["variant"] + [f"{seg} {m.replace('recall', 'R').replace('ndcg', 'N')} ({name[p]})"
+                            for seg in segs for m in PROTOCOL_METRICS for p in (own, not own)]
+    rows = []
+    for v in variants:
+        other = (agg[v].get("other_protocol") or {}).get("metrics", {})
+        row = [v]
+        for seg in segs:
+            for m in PROTOCOL_METRICS:
+                row += [_fmt((agg[v]["metrics"][seg] or {}).get(m)), _fmt((other.get(seg) or {}).get(m))]
+        rows.append(row)
+    return [f"### Protocol: seen items excluded vs ranked (this report's goals use: {name[own]})", "",
+            *_table(header, rows)]
+
+
 def _goal_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["## Goals", ""]
     for r in rows:
@@ -427,5 +494,8 @@ def _goal_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             continue
         vals = ", ".join(f"{k} {v:.4f}" for k, v in r["values"].items())
         ratio = f"ratio {r['ratio']:.3f} (needs >= {r['threshold']:.2f})" if r["ratio"] is not None else ""
-        lines.append(f"- **{'met' if r['met'] else 'missed'}** — {r['text']}, split `{r['split']}`: {vals}; {ratio}")
+        extra = f"; chosen: `{r['chosen']}`" if r.get("chosen") else ""
+        if "paired_t_p" in r:
+            extra += f"; paired t p {_p(r['paired_t_p'])}"
+        lines.append(f"- **{'met' if r['met'] else 'missed'}** — {r['text']}, split `{r['split']}`: {vals}; {ratio}{extra}")
     return lines + [""]

@@ -156,6 +156,8 @@ def content_vector_for_new_item(item_side: nn.Module, content: dict[str, np.ndar
     content would get (gate 0: pure content). For a trained item re-published with new content (`index` =
     its row), a `fused-id` side blends the new content with the item's learned ID part through its gate.
     """
+    if hasattr(item_side, "vector_for"):  # an item side with its own new-item path (content-knn)
+        return item_side.vector_for(content)
     fusion = item_side.content if isinstance(item_side, GatedIdBlend) else item_side
     if not isinstance(fusion, ContentFusion):
         raise ValueError("this Run's item side has no content path (variant `id`): new items need a content variant")

@@ -15,7 +15,7 @@ IMAGE_SLOT = ("image",)
 TEXT_SLOT = ("llm_text", "text")
 SLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "text": (TEXT_SLOT,), "image": (IMAGE_SLOT,), "fused": (IMAGE_SLOT, TEXT_SLOT),
-    "fused-id": (IMAGE_SLOT, TEXT_SLOT)}
+    "fused-id": (IMAGE_SLOT, TEXT_SLOT), "content-knn": (("text",),)}
 
 
 class StoreDefault(list):

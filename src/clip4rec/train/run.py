@@ -28,6 +28,7 @@ from clip4rec.evaluate.ranking import rank_cases
 from clip4rec.evaluate.segments import evaluate_rankings
 from clip4rec.evaluate.trec import write_qrels, write_run
 from clip4rec.machine import machine_info
+from clip4rec.model.baselines import ConstantTower, ContentKnnItems, PopularityItems, ProfileTower
 from clip4rec.model.fusion import ContentFusion, GatedIdBlend
 from clip4rec.model.item_side import IdItemTable
 from clip4rec.model.recommender import SequentialRecommender
@@ -35,7 +36,8 @@ from clip4rec.model.user_tower import CausalTransformer
 from clip4rec.train.modalities import SLOTS, StoreDefault, find_modality, missing_modality_error, resolve_slots
 from clip4rec.train.trainer import BEST_WEIGHTS, seed_everything, train_model
 
-VARIANTS = ("id", "text", "image", "fused", "fused-id")
+VARIANTS = ("id", "text", "image", "fused", "fused-id", "pop", "content-knn")
+TRAINING_FREE = ("pop", "content-knn")
 # Each reads as its first choices (["image", "llm_text"] for fused); load_modalities falls back per slot to what
 # the stores hold (text: llm_text, else the sentence encoder's text), see train.modalities.
 DEFAULT_MODALITIES = {variant: StoreDefault(slots) for variant, slots in SLOTS.items()}
@@ -44,6 +46,11 @@ DEFAULT_MODALITIES = {variant: StoreDefault(slots) for variant, slots in SLOTS.i
 def build_model(config: Config, split: Split) -> SequentialRecommender:
     seed_everything(config.seed)  # parameter init is part of "same seed, same numbers"
     m = config.model
+    if m.variant == "pop":
+        return SequentialRecommender(PopularityItems(split.train_counts), ConstantTower(), m.max_len)
+    if m.variant == "content-knn":
+        knn = ContentKnnItems(load_modalities(m.stores, m.modalities or DEFAULT_MODALITIES[m.variant], split.item_ids))
+        return SequentialRecommender(knn, ProfileTower(knn.dims), m.max_len)
     if m.variant == "id":
         item_side: torch.nn.Module = IdItemTable(split.n_items, m.hidden)
     else:
@@ -169,12 +176,25 @@ def evaluate(run_dir: str | Path, *, model: SequentialRecommender | None = None,
         write_qrels(run_dir / f"{name}.qrels.trec", cases.user_ids, cases.targets, split.item_ids)
         out[name] = result
     metrics = {**out["test"], "valid": out["valid"], "variant": config.model.variant, "split": split.describe(),
-               "exclude_seen": ev.exclude_seen}
+               "exclude_seen": ev.exclude_seen,
+               "other_protocol": _other_protocol(model, table, split, config)}
     training_path = run_dir / "training.json"
     if training_path.exists():
         metrics["training"] = json.loads(training_path.read_text())
     _write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _other_protocol(model: SequentialRecommender, table: torch.Tensor, split: Split, config: Config) -> dict[str, Any]:
+    """Test metrics (no CIs, no TREC files) under the opposite `exclude_seen` setting, so every report shows a
+    result both with seen items excluded and with them ranked (where users repeat items, excluding them is wrong)."""
+    flipped = not config.eval.exclude_seen
+    rankings = rank_cases(lambda hs: model.score(hs, table), split.test.histories, split.test.targets,
+                          split.n_items, exclude_seen=flipped, depth=max(config.eval.ks),
+                          batch_size=config.eval.batch_size)
+    result = evaluate_rankings(rankings, split.test.targets, split.train_counts,
+                               split.cold_items if split.kind == "cold" else None, ks=tuple(config.eval.ks), n_boot=0)
+    return {"exclude_seen": flipped, "metrics": result["metrics"], "counts": result["counts"]}
 
 
 def _guard_same_run(run_dir: Path, config: Config, dataset: Dataset) -> None:

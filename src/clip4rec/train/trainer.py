@@ -143,6 +143,8 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
     device = resolve_device(tcfg.device)
     seed_everything(config.seed)
     model.to(device)
+    if not any(p.requires_grad for p in model.parameters()):
+        return _fit_training_free(model, split, config, run_dir)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     if not training_windows(split.train_sequences, config.model.max_len):
         raise ValueError("no training windows: every training sequence is shorter than 2 items")
@@ -208,6 +210,15 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
     per_epoch = float(np.mean([h["epoch_s"] for h in state["history"]])) if epochs else 0.0
     return TrainResult(state["best_epoch"], state["best"], epochs, per_epoch, state["train_seconds"],
                        stopped_by, state["history"])
+
+
+def _fit_training_free(model: SequentialRecommender, split: Split, config: Config, run_dir: Path) -> TrainResult:
+    """A model with nothing to learn (pop, content-knn): its "training" is saving its tables; the validation
+    score is recorded as for a trained model, so reports compare both kinds alike."""
+    started = time.perf_counter()
+    _atomic_save_weights(model, run_dir / BEST_WEIGHTS)
+    ndcg = validation_ndcg10(model, split, config.eval.batch_size, config.eval.exclude_seen)
+    return TrainResult(0, ndcg, 0, 0.0, time.perf_counter() - started, "training_free", [])
 
 
 def _atomic_save_weights(model: torch.nn.Module, path: Path) -> None:
