@@ -267,3 +267,27 @@ def test_render_only_rewrites_markdown_and_plots_from_report_json(grid, tmp_path
     assert sorted(p.name for p in copy.glob("*.png")) == sorted(report["plots"])
     missing = CliRunner().invoke(app, ["compare", str(root / "ds"), "--out", str(tmp_path / "none"), "--render-only"])
     assert missing.exit_code == 2 and "report.json" in missing.output
+
+
+def test_report_shows_each_comparison_once_epochs_as_integers_and_the_run_directories(grid):
+    root, report, _ = grid
+    md = (root / "report" / "report.md").read_text()
+    for split in SPLITS:
+        section = md.split(f"## Split `{split}`")[1].split("\n## ")[0]
+        table = section.split("### Paired significance")[1].split("###")[0]
+        labels = [row.split(" | ")[0].lstrip("| ") for row in table.splitlines() if " vs " in row]
+        assert sorted(set(labels)) == ["fused vs id", "fused vs text", "fused-id vs id", "fused-id vs text",
+                                       "id vs text"]  # never "text vs id" as well
+        from clip4rec.evaluate.significance import SIG_METRICS
+        assert len(labels) == 5 * len(SIG_METRICS)  # one row per comparison and metric
+        training = section.split("### Training time and parameters")[1]
+        for v in VARIANTS:
+            cells = next(r for r in training.splitlines() if r.startswith(f"| {v} |")).split(" | ")
+            t = report["aggregate"][split][v]["training"]
+            for cell, field in zip(cells[-2:], ("best_epoch", "epochs_run")):
+                per_seed = [int(x) for x in t[field]["per_seed"]]
+                expected = str(per_seed[0]) if len(set(per_seed)) == 1 else f"{min(per_seed)}-{max(per_seed)}"
+                assert cell.strip(" |") == expected, (v, field, cell)
+    runs = md.split("## Run directories (relative to this report)")[1]
+    assert "| loo | id | `runs/loo/id/seed0`, `runs/loo/id/seed1` |" in runs
+    assert runs.count("`runs/") == 16

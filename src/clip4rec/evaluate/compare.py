@@ -377,6 +377,13 @@ def _count(per_seed: Sequence[int]) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
+def _training_cell(summary: dict[str, Any] | None, field: str) -> str:
+    """Seconds as `mean [CI]`; epoch counts as integers: one number, or min-max when seeds differ."""
+    if field in ("best_epoch", "epochs_run"):
+        return _count([int(round(x)) for x in summary["per_seed"]]) if summary else "-"
+    return _fmt(summary, 2)
+
+
 def _p(x: float | None) -> str:
     return "-" if x is None else (f"{x:.2e}" if x < 1e-3 else f"{x:.4f}")
 
@@ -390,6 +397,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     g, ds, agg = report["grid"], report["dataset"], report["aggregate"]
     cfg = report["base_config"]
     lines = [f"# Variant comparison: {Path(ds['path']).name}", "",
+             *([f"> {report['note']}", ""] if report.get("note") else []),
              f"Command: `{report['command']}`  ", f"Created {report['created']}, clip4rec {report['versions']['clip4rec']}.",
              "", f"Dataset `{ds['path']}` (source {ds['source']}): {ds['users']} users, {ds['items']} items, {ds['interactions']} interactions. "
              f"Splits {', '.join(g['splits'])}; seeds {g['seeds']}; backbone {cfg['model']['backbone']}, "
@@ -414,7 +422,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _goal_lines(report["goals"])
     if report.get("plots"):
         lines += ["## Plots", "", *(f"![{p}]({p})" for p in report["plots"]), ""]
+    lines += _run_lines(report)
     return "\n".join(lines)
+
+
+def _run_lines(report: dict[str, Any]) -> list[str]:
+    """Where each cell's Run directory is (relative to the report): what `clip4rec serve` / `evaluate` take."""
+    dirs: dict[tuple[str, str], list[str]] = {}
+    for c in report.get("cells", []):
+        dirs.setdefault((c["split"], c["variant"]), []).append(f"`{c['run_dir']}`")
+    if not dirs:
+        return []
+    return ["## Run directories (relative to this report)", "",
+            *_table(["split", "variant", "Run directories"], [[sp, v, ", ".join(d)] for (sp, v), d in dirs.items()])]
 
 
 def _split_tables(report: dict[str, Any], split: str) -> list[str]:
@@ -447,8 +467,12 @@ def _split_tables(report: dict[str, Any], split: str) -> list[str]:
     lines += _table(["variant", *beyond], [[v, *(_fmt(agg[v]["beyond"].get(k)) for k in beyond)] for v in variants])
     lines += ["### Paired significance (per user, seeds pooled by averaging each user's values)", ""]
     rows = []
+    shown: set[frozenset[str]] = set()  # "id vs text" and "text vs id" are one comparison: show it once
     for base, block in report["significance"][split].items():
         for v, per_metric in block.items():
+            if frozenset((v, base[3:])) in shown:
+                continue
+            shown.add(frozenset((v, base[3:])))
             for metric, t in per_metric.items():
                 ci = f" [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}]" if t["diff_ci"] else ""
                 lift = "-" if t["lift_pct"] is None else f"{t['lift_pct']:+.1f}%"
@@ -458,7 +482,7 @@ def _split_tables(report: dict[str, Any], split: str) -> list[str]:
         if rows else ["No baseline (text or id) in the grid.", ""]
     lines += ["### Training time and parameters", ""]
     lines += _table(["variant", "parameters", "train s", "s / epoch", "best epoch", "epochs run"],
-                    [[v, str(agg[v]["parameters"]), *(_fmt(agg[v]["training"][f], 2) for f in TRAINING_FIELDS)]
+                    [[v, str(agg[v]["parameters"]), *(_training_cell(agg[v]["training"][f], f) for f in TRAINING_FIELDS)]
                      for v in variants])
     return lines
 
