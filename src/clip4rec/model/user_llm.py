@@ -17,9 +17,11 @@ and `compute_dtype="bfloat16"` to run the LM's matmuls under autocast where the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -104,10 +106,58 @@ class SmolLMTower(nn.Module):
         # mask built per call). Padded positions' outputs are then meaningless, and nobody reads them.
         attention_mask = None if is_right_padded(mask) else mask.long()
         embeds = self.adapter_in(inputs)
-        if self.compute_dtype == "bfloat16":
-            with torch.autocast(embeds.device.type, dtype=torch.bfloat16):
-                out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
-            out = out.float()
-        else:
+        with self._compute(embeds.device):
             out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return self.adapter_out(out)
+        return self.adapter_out(out.float())
+
+    def last_hidden(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """forward(inputs, mask)[row, last real position of row], [B, H], computed without the rest.
+
+        A user vector is the output at the last real position only. Every layer but the last still needs all
+        positions (they are the last layer's keys and values), but the last layer needs keys and values of all
+        positions and queries, attention output and MLP at one position per row: with 1-2 layers that is most
+        of the work of a request. Same numbers as forward() up to float rounding (tests/test_user_llm.py).
+        """
+        if inputs.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {inputs.shape[1]} exceeds max_len {self.max_len}")
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = torch.where(mask, positions, 0).max(1).values  # = mask.sum(1) - 1 when right-padded
+        if not is_right_padded(mask):  # the shortcut relies on right padding; anything else takes the full path
+            return self.forward(inputs, mask)[torch.arange(len(last), device=last.device), last]
+        embeds = self.adapter_in(inputs)
+        with self._compute(embeds.device):
+            out = self._llm_at(embeds, last)
+        return self.adapter_out(out.float())
+
+    def _compute(self, device: torch.device):
+        if self.compute_dtype == "bfloat16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _llm_at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The LM's final hidden state at position last[b] of each row b (right-padded, causal)."""
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+        llm = self.llm
+        b, length, _ = x.shape
+        position_ids = torch.arange(length, device=x.device)[None]
+        cos, sin = llm.rotary_emb(x, position_ids=position_ids)
+        for layer in llm.layers[:-1]:
+            x = layer(x, attention_mask=None, position_ids=position_ids, position_embeddings=(cos, sin))
+        layer = llm.layers[-1]
+        attn = layer.self_attn
+        rows = torch.arange(b, device=x.device)
+        normed = layer.input_layernorm(x)
+        k = attn.k_proj(normed).view(b, length, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(normed).view(b, length, -1, attn.head_dim).transpose(1, 2)
+        k, _ = apply_rotary_pos_emb(k, k, cos, sin)
+        q = attn.q_proj(normed[rows, last][:, None]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+        q, _ = apply_rotary_pos_emb(q, q, cos[0, last][:, None], sin[0, last][:, None])
+        # The causal row of position last[b]: keys 0..last[b] (with right padding, all of them real).
+        keys = (torch.arange(length, device=x.device)[None, :] <= last[:, None])[:, None, None, :]
+        groups = attn.num_key_value_groups
+        y = F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups).to(q.dtype), attn_mask=keys,
+                                           scale=attn.scaling)
+        h = x[rows, last][:, None] + attn.o_proj(y.transpose(1, 2).reshape(b, 1, -1))
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return llm.norm(h)[:, 0]
