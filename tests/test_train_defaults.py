@@ -75,6 +75,7 @@ def test_a_lite_only_store_trains_every_content_variant_and_the_run_records_its_
     result = CliRunner().invoke(app, cli_args(ring, tmp_path / "run", variant))
     assert result.exit_code == 0, result.output
     assert f"modalities (from the stores): {', '.join(expected)}" in result.output
+    assert " of 2 (best validation NDCG@10; stopped by max_epochs; patience counts after 5 warm-up" in result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"]["model"]["modalities"] == expected
     *_, model = load_run(tmp_path / "run")  # the Run rebuilds from what it recorded

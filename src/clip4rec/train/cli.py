@@ -74,6 +74,10 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, ValueError) as err:
             typer.secho(f"train failed: {err}", fg="red", err=True)
             raise typer.Exit(2)
+        t = metrics.get("training") or {}
+        if t.get("epochs_run"):
+            typer.echo(f"kept epoch {t['best_epoch']} of {t['epochs_run']} (best validation NDCG@10; stopped by "
+                       f"{t['stopped_by']}; patience counts after {cfg.train.warmup_epochs} warm-up epochs)")
         typer.echo(metrics_table(metrics, metrics=SUMMARY_METRICS))
 
     @app.command("evaluate")
