@@ -1,8 +1,13 @@
-"""Online latency: does the multimodal (fused-id) model answer as fast as the ID-only one?
+"""Online latency: does the multimodal (fused-id) model answer as fast as the ID-only one, and what does a
+pretrained-LM user tower (SmolLM2, first N layers) cost a request next to the scratch tower?
 
 In one run, on one machine, with the same service code (clip4rec.serve):
   * an `id` Run and a `fused-id` Run (trained here, tiny, on the generated ring catalog, with the default
-    user-tower shape: hidden 64, 2 layers, window 50; or given with --run-id / --run-fused-id),
+    scratch user-tower shape: hidden 64, 2 layers, window 50; or given with --run-id / --run-fused-id),
+  * the tower dimension (--towers): the same `fused-id` item side with the SmolLM2 tower (`smollm2`: first
+    --llm-layers pretrained layers, LoRA; `smollm2-bf16`: the same Run with the LM's matmuls in bfloat16),
+    measured request by request against the scratch `fused-id` Run and saved as ratios under
+    `towers.<tower>.<items>.{in_process,http}.{p50_ratio,p99_ratio}`,
   * their item tables scaled to 10^4, 10^5, 10^6 items (the trained table replicated, with noise),
   * (a) in-process `ServiceState.recommend` latency, the two variants interleaved request by request,
     with the user-tower / top-k split, and FAISS IVF (fused-id) with its recall@10 against exact;
@@ -13,6 +18,7 @@ Writes bench/results/serve_latency.{json,md,png}. Bounded: fixed request counts;
 
     .venv/bin/python bench/serve_latency.py                 # ~5-8 minutes on 2 cores
     .venv/bin/python bench/serve_latency.py --quick         # 10^4 and 10^5 only, fewer requests
+    .venv/bin/python bench/serve_latency.py --render-only   # rewrite serve_latency.md/png from the JSON
 """
 
 from __future__ import annotations
@@ -40,26 +46,44 @@ sys.path.insert(0, str(ROOT / "src"))
 from clip4rec.serve.state import ServiceState  # noqa: E402
 
 VARIANTS = ("id", "fused-id")
+# The tower dimension: tower name -> (the Run it serves, the LM's compute dtype). Every tower reads the
+# fused-id item side and is compared with the scratch fused-id Run, request by request.
+TOWERS = {"smollm2": ("fused-id/smollm2", "float32"), "smollm2-bf16": ("fused-id/smollm2", "bfloat16")}
+
+
+def tower_label(tower: str) -> str:
+    return f"fused-id/{tower}"
 
 
 # ---- the catalogs ------------------------------------------------------------------------------------------
-def train_runs(work: Path, epochs: int) -> dict[str, Path]:
-    from clip4rec.serve.toy import build_toy, train_toy_run
+def train_runs(work: Path, epochs: int, towers: list[str], llm_layers: int) -> dict[str, Path]:
+    from clip4rec.serve.toy import build_toy, toy_config
+    from clip4rec.train.run import train
     root = build_toy(work, n_items=1000, n_users=400, images=False, min_len=20, max_len=60)
+    wanted = {v: (v, "scratch") for v in VARIANTS}
+    wanted.update({TOWERS[t][0]: ("fused-id", "smollm2") for t in towers})
     runs = {}
-    for variant in VARIANTS:
-        out = work / variant
+    for name, (variant, backbone) in wanted.items():
+        out = work / name.replace("/", "-")
         if not (out / "metrics.json").exists():
             t0 = time.perf_counter()
-            train_toy_run(root, variant, out, epochs=epochs, hidden=64, max_len=50)
-            print(f"  trained {variant} in {time.perf_counter() - t0:.1f}s", flush=True)
-        runs[variant] = out
+            cfg = toy_config(variant, root / "store", epochs=epochs, hidden=64, max_len=50)
+            # The default tower shapes (toy_config's scratch tower has 1 layer): 2 scratch layers, or the first
+            # `llm_layers` SmolLM2 layers with LoRA, so the tower comparison is the one users would deploy.
+            cfg.model.layers, cfg.model.heads = 2, 2
+            cfg.model.backbone, cfg.model.llm_layers = backbone, llm_layers
+            train(root / "ds", out, cfg, progress=False)
+            print(f"  trained {name} in {time.perf_counter() - t0:.1f}s", flush=True)
+        runs[name] = out
     return runs
 
 
-def scaled_state(run: str | Path, n: int, seed: int = 0, noise: float = 0.05, **options) -> ServiceState:
+def scaled_state(run: str | Path, n: int, seed: int = 0, noise: float = 0.05, compute_dtype: str | None = None,
+                 **options) -> ServiceState:
     """The Run's service with its item table replicated (plus Gaussian noise) to n rows."""
     base = ServiceState.from_run(run)
+    if compute_dtype is not None:  # SmolLM2 tower only: the LM's matmuls in this dtype (weights unchanged)
+        base.model.tower.compute_dtype = compute_dtype
     table = base.snapshot.table
     n0, hidden = table.shape
     if n <= n0:
@@ -97,9 +121,11 @@ def ratio_ci(a: list[float], b: list[float], q: float, n_boot: int = 1000, seed:
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
-def in_process(states: dict[str, ServiceState], hist: list[list[str]], warmup: int = 30) -> dict[str, dict]:
+def in_process(states: dict[str, ServiceState], hist: list[list[str]], warmup: int = 30
+               ) -> tuple[dict[str, dict], dict[str, list[float]]]:
+    """Percentiles per model, and the raw per-request times (request j of every model saw the same history)."""
     times: dict[str, list[float]] = {v: [] for v in states}
-    for j, h in enumerate(hist):  # interleaved: drift (other load, thermal) hits both variants alike
+    for j, h in enumerate(hist):  # interleaved: drift (other load, thermal) hits every model alike
         order = list(states) if j % 2 == 0 else list(reversed(states))
         for variant in order:
             t0 = time.perf_counter()
@@ -109,6 +135,23 @@ def in_process(states: dict[str, ServiceState], hist: list[list[str]], warmup: i
     out = {v: pct(t) for v, t in times.items()}
     out["p99_ratio_ci95"] = ratio_ci(times["id"], times["fused-id"], 99)
     out["p50_ratio_ci95"] = ratio_ci(times["id"], times["fused-id"], 50)
+    return out, times
+
+
+def tower_ratios(tower: str, a: dict, times: dict[str, list[float]], b: dict) -> dict:
+    """`tower` over the scratch tower (both fused-id), in process (with paired bootstrap CIs) and over HTTP."""
+    label, base = tower_label(tower), "fused-id"
+    inside = {"p50_ratio": a[label]["p50_ms"] / a[base]["p50_ms"], "p99_ratio": a[label]["p99_ms"] / a[base]["p99_ms"],
+              "p50_ratio_ci95": ratio_ci(times[base], times[label], 50),
+              "p99_ratio_ci95": ratio_ci(times[base], times[label], 99),
+              "p50_ms": a[label]["p50_ms"], "p99_ms": a[label]["p99_ms"],
+              "scratch_p50_ms": a[base]["p50_ms"], "scratch_p99_ms": a[base]["p99_ms"]}
+    out = {"in_process": inside}
+    if b.get(label) and b.get(base):
+        out["http"] = {"p50_ratio": b[label]["p50_ms"] / b[base]["p50_ms"],
+                       "p99_ratio": b[label]["p99_ms"] / b[base]["p99_ms"],
+                       "p50_ms": b[label]["p50_ms"], "p99_ms": b[label]["p99_ms"],
+                       "scratch_p50_ms": b[base]["p50_ms"], "scratch_p99_ms": b[base]["p99_ms"]}
     return out
 
 
@@ -153,10 +196,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, n: int, threads: int, faiss_kind: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, n: int, threads: int, faiss_kind: str | None = None, compute_dtype: str | None = None
+                 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, __file__, "--_serve", str(run), "--_n", str(n), "--_port", str(port),
            "--server-threads", str(threads)] + (["--_faiss", faiss_kind] if faiss_kind else [])
+    cmd += ["--_dtype", compute_dtype] if compute_dtype else []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -236,10 +281,11 @@ def run_async(coro):
         return asyncio.run(coro)
 
 
-def over_http(specs: dict[str, tuple[Path, str | None]], n: int, hist: list[list[str]], concurrency: int, rounds: int,
-              threads: int) -> dict[str, dict]:
-    """specs: label -> (Run, FAISS kind or None for exact); all servers run at once, measured in alternating rounds."""
-    servers = {label: start_server(run, n, threads, faiss) for label, (run, faiss) in specs.items()}
+def over_http(specs: dict[str, tuple[Path, str | None, str | None]], n: int, hist: list[list[str]], concurrency: int,
+              rounds: int, threads: int) -> dict[str, dict]:
+    """specs: label -> (Run, FAISS kind or None for exact, LM compute dtype or None); all servers run at once,
+    measured in alternating rounds."""
+    servers = {label: start_server(run, n, threads, faiss, dtype) for label, (run, faiss, dtype) in specs.items()}
     runs = specs
     try:
         for proc, url in servers.values():
@@ -271,13 +317,54 @@ def serve_mode(args: argparse.Namespace) -> None:
     if args.server_threads:
         torch.set_num_threads(args.server_threads)
     options = {"index": "faiss", "index_options": {"kind": args._faiss}} if args._faiss else {}
-    serve(scaled_state(args._serve, args._n, **options), host="127.0.0.1", port=args._port, log_level="warning")
+    serve(scaled_state(args._serve, args._n, compute_dtype=args._dtype, **options), host="127.0.0.1", port=args._port,
+          log_level="warning")
 
 
 # ---- report ---------------------------------------------------------------------------------------------------
 def write_report(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_latency.json").write_text(json.dumps(result, indent=2))
+    render(result, out)
+
+
+def tower_section(result: dict) -> list[str]:
+    """The tower dimension: each tower vs scratch (both fused-id), per catalog size, from result["towers"]."""
+    towers = result.get("towers") or {}
+    if not towers:
+        return []
+    rows = ["| items | tower | in-process p50 | p99 | tower p50 | p50 ratio [95% CI] | p99 ratio [95% CI] | "
+            "HTTP p50 | HTTP p99 | HTTP p50 ratio | HTTP p99 ratio |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for size in result["sizes"]:
+        n = size["n"]
+        base = size["in_process"]["fused-id"]
+        http = size["http"].get("fused-id")
+        rows.append(f"| {n:,} | scratch | {base['p50_ms']:.3f} | {base['p99_ms']:.3f} | "
+                    f"{size['breakdown']['fused-id']['user_tower_p50_ms']:.3f} | 1 | 1 | "
+                    + (f"{http['p50_ms']:.2f} | {http['p99_ms']:.2f} | 1 | 1 |" if http else "- | - | - | - |"))
+        for tower, by_size in towers.items():
+            r = by_size.get(str(n))
+            if r is None:
+                continue
+            a, h = r["in_process"], r.get("http")
+            c50, c99 = a["p50_ratio_ci95"], a["p99_ratio_ci95"]
+            rows.append(f"| {n:,} | {tower} | {a['p50_ms']:.3f} | {a['p99_ms']:.3f} | "
+                        f"{size['breakdown'][tower_label(tower)]['user_tower_p50_ms']:.3f} | "
+                        f"{a['p50_ratio']:.2f} [{c50[0]:.2f}, {c50[1]:.2f}] | {a['p99_ratio']:.2f} [{c99[0]:.2f}, {c99[1]:.2f}] | "
+                        + (f"{h['p50_ms']:.2f} | {h['p99_ms']:.2f} | {h['p50_ratio']:.2f} | {h['p99_ratio']:.2f} |"
+                           if h else "- | - | - | - |"))
+    t = result.get("tower_settings", {})
+    return ["## User tower: SmolLM2 vs scratch (fused-id, same item table)", "",
+            f"Ratios are tower / scratch, request by request on the same histories (in process: the models "
+            f"interleaved; HTTP: one server each, alternating rounds). `smollm2`: first {t.get('llm_layers')} "
+            f"layers of SmolLM2-135M, {t.get('llm_train')}, float32; `smollm2-bf16`: the same Run with the LM's "
+            "matmuls under bfloat16 autocast. Scratch: hidden 64, 2 layers. Latencies in milliseconds.", "",
+            *rows, ""]
+
+
+def render(result: dict, out: Path) -> None:
+    """serve_latency.md (and .png) from the result dict alone, so --render-only can rewrite them from the JSON."""
     rows = ["| items | variant | in-process p50 | p95 | p99 | tower p50 | top-k p50 | HTTP p50 | HTTP p95 | HTTP p99 | HTTP errors |",
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for size in result["sizes"]:
@@ -315,7 +402,7 @@ def write_report(result: dict, out: Path) -> None:
         "",
         f"Generated by `bench/serve_latency.py` on {env['when']} ({env['cpus']} CPUs, {env['machine']}, torch "
         f"{env['torch']}, {env['torch_threads']} intra-op thread(s) in process, {result['server_threads']} per server). "
-        f"Runs: {result['runs']}. User tower: hidden {result['hidden']}, window {result['max_len']}; "
+        f"Runs: {result['runs']}. Scratch user tower: hidden {result['hidden']}, 2 layers, window {result['max_len']}; "
         f"histories are real user sequences of the catalog (last {result['max_len']} items), k=10, seen items excluded.",
         "Item tables are the trained tables replicated with noise to each size. Latencies in milliseconds.",
         "",
@@ -324,6 +411,7 @@ def write_report(result: dict, out: Path) -> None:
         "The item side (CLIP/lite vectors -> fusion -> ID blend) is precomputed into the table, so both variants do "
         "identical work per request: one user-tower pass + one matrix-vector product + top-k.",
         "",
+        *tower_section(result),
     ]
     if len(faiss) > 2:
         md += ["## FAISS (fused-id, in process)", "", *faiss, ""]
@@ -345,7 +433,8 @@ def write_report(result: dict, out: Path) -> None:
         ns = [s["n"] for s in result["sizes"]]
         for ax, kind, title in ((axes[0], "in_process", "in-process recommend"),
                                 (axes[1], "http", f"HTTP, concurrency {result['concurrency']}")):
-            for v, color in zip(VARIANTS, ("tab:gray", "tab:blue")):
+            labels = [*VARIANTS, *(tower_label(t) for t in result.get("towers") or {})]
+            for v, color in zip(labels, ("tab:gray", "tab:blue", "tab:red", "tab:orange")):
                 for q, style in (("p50_ms", "-o"), ("p99_ms", "--^")):
                     ys = [s[kind][v][q] if s[kind].get(v) else np.nan for s in result["sizes"]]
                     ax.plot(ns, ys, style, color=color, label=f"{v} {q[:3]}")
@@ -378,6 +467,12 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None, help="where the tiny Runs are trained (default: a temp dir)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--quick", action="store_true", help="10^4 and 10^5 only, 500 requests")
+    p.add_argument("--towers", default="smollm2,smollm2-bf16",
+                   help=f"user towers measured against scratch on fused-id (of {', '.join(TOWERS)}; '' for none)")
+    p.add_argument("--llm-layers", type=int, default=2, help="SmolLM2 layers of the smollm2 towers")
+    p.add_argument("--run-smollm2", type=Path, help="a fused-id Run with the smollm2 backbone (else trained here)")
+    p.add_argument("--render-only", action="store_true", help="rewrite serve_latency.md/png from serve_latency.json")
+    p.add_argument("--_dtype", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_serve", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--_port", type=int, help=argparse.SUPPRESS)
@@ -386,28 +481,43 @@ def main() -> None:
     if args._serve:
         serve_mode(args)
         return
+    if args.render_only:
+        render(json.loads((args.out / "serve_latency.json").read_text()), args.out)
+        print(f"wrote {args.out / 'serve_latency.md'} from {args.out / 'serve_latency.json'}")
+        return
+    towers = [t for t in args.towers.split(",") if t]
+    unknown = set(towers) - set(TOWERS)
+    if unknown:
+        p.error(f"unknown tower(s) {sorted(unknown)}; choose from {list(TOWERS)}")
     if args.quick:
         args.sizes, args.requests, args.http_requests = "10000,100000", 500, 500
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     work_dir = args.work or Path(tempfile.mkdtemp(prefix="clip4rec-serve-bench-"))
-    if args.run_id and args.run_fused_id:
-        runs = {"id": args.run_id, "fused-id": args.run_fused_id}
+    given = {"id": args.run_id, "fused-id": args.run_fused_id, "fused-id/smollm2": args.run_smollm2}
+    needed = set(VARIANTS) | {TOWERS[t][0] for t in towers}
+    if all(given[name] for name in needed):
+        runs = {name: given[name] for name in needed}
     else:
-        print(f"training tiny id and fused-id Runs under {work_dir}", flush=True)
-        runs = train_runs(work_dir, args.epochs)
+        print(f"training tiny Runs ({', '.join(sorted(needed))}) under {work_dir}", flush=True)
+        runs = train_runs(work_dir, args.epochs, towers, args.llm_layers)
+    # label -> (Run, LM compute dtype): the two variants on the scratch tower, then each tower on fused-id
+    models: dict[str, tuple[Path, str | None]] = {v: (runs[v], None) for v in VARIANTS}
+    models.update({tower_label(t): (runs[TOWERS[t][0]], TOWERS[t][1]) for t in towers})
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     result: dict = {"runs": {v: str(r) for v, r in runs.items()}, "concurrency": args.concurrency,
-                    "server_threads": args.server_threads, "sizes": []}
+                    "server_threads": args.server_threads, "sizes": [], "towers": {t: {} for t in towers},
+                    "tower_settings": {"variant": "fused-id", "vs": "scratch", "llm_layers": args.llm_layers,
+                                       "llm_train": "lora", "scratch_layers": 2}}
     for n in sizes:
         scale = 1 if n <= 100_000 else 5
         print(f"== {n:,} items", flush=True)
-        states = {v: scaled_state(runs[v], n) for v in VARIANTS}
+        states = {label: scaled_state(run, n, compute_dtype=dtype) for label, (run, dtype) in models.items()}
         result["hidden"], result["max_len"] = int(states["id"].snapshot.table.shape[1]), states["id"].max_len
         hist = histories(states["id"], args.requests // scale + 30, seed=n)
-        a = in_process(states, hist)
-        br = {v: breakdown(states[v], hist[:300 // scale]) for v in VARIANTS}
-        print("  in-process " + ", ".join(f"{v}: p50 {a[v]['p50_ms']:.3f} p99 {a[v]['p99_ms']:.3f} ms" for v in VARIANTS),
+        a, raw = in_process(states, hist)
+        br = {v: breakdown(states[v], hist[:300 // scale]) for v in models}
+        print("  in-process " + ", ".join(f"{v}: p50 {a[v]['p50_ms']:.3f} p99 {a[v]['p99_ms']:.3f} ms" for v in models),
               flush=True)
         size = {"n": n, "in_process": a, "breakdown": br}
         if n >= 100_000:
@@ -415,9 +525,9 @@ def main() -> None:
             size["faiss_flat_fused_id"] = faiss_row(runs["fused-id"], n, hist, states["fused-id"], args.nprobe, "flat")
         del states
         if args.http_requests > 0:
-            specs: dict[str, tuple[Path, str | None]] = {v: (runs[v], None) for v in VARIANTS}
+            specs = {label: (run, None, dtype) for label, (run, dtype) in models.items()}
             if n == 100_000 and size.get("faiss_flat_fused_id"):
-                specs["fused-id, faiss flat"] = (runs["fused-id"], "flat")
+                specs["fused-id, faiss flat"] = (runs["fused-id"], "flat", None)
             b = over_http(specs, n, histories_for_http(runs, n, args.http_requests // scale), args.concurrency,
                           args.rounds, args.server_threads)
             print("  HTTP " + ", ".join(f"{v}: p50 {b[v]['p50_ms']:.2f} p99 {b[v]['p99_ms']:.2f} ms "
@@ -432,6 +542,11 @@ def main() -> None:
             ratio.update(http_p50=b["fused-id"]["p50_ms"] / b["id"]["p50_ms"],
                          http_p99=b["fused-id"]["p99_ms"] / b["id"]["p99_ms"])
         size["ratio_fused_id_over_id"] = ratio
+        for t in towers:
+            result["towers"][t][str(n)] = r = tower_ratios(t, a, raw, b)
+            print(f"  {t} / scratch: in-process p50 x{r['in_process']['p50_ratio']:.2f} p99 x{r['in_process']['p99_ratio']:.2f}"
+                  + (f", HTTP p50 x{r['http']['p50_ratio']:.2f} p99 x{r['http']['p99_ratio']:.2f}" if "http" in r else ""),
+                  flush=True)
         result["sizes"].append(size)
     result["environment"] = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
                              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
