@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml Makefile
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; } || echo "chromium not installed (tried again on the next make): the page test will be skipped"
 
+# The report's "Command:" line is what the user typed (with any DATA=/OUT= given on the command line).
+DEMO_TYPED := make demo$(if $(filter command line,$(origin DATA)), DATA=$(DATA))$(if $(filter command line,$(origin OUT)), OUT=$(OUT))
 demo: install
-	$(VENV)/bin/clip4rec demo --data $(DATA) --out $(OUT)/demo
+	CLIP4REC_DEMO_COMMAND="$(DEMO_TYPED)" $(VENV)/bin/clip4rec demo --data $(DATA) --out $(OUT)/demo
 
 test: install
 	$(PY) -m pytest
