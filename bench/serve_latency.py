@@ -16,7 +16,7 @@ In one run, on one machine, with the same service code (clip4rec.serve):
 
 Writes bench/results/serve_latency.{json,md,png}. Bounded: fixed request counts; stops by itself.
 
-    .venv/bin/python bench/serve_latency.py                 # ~5-8 minutes on 2 cores
+    .venv/bin/python bench/serve_latency.py                 # ~15 minutes on 2 busy cores (5-8 with --towers '')
     .venv/bin/python bench/serve_latency.py --quick         # 10^4 and 10^5 only, fewer requests
     .venv/bin/python bench/serve_latency.py --render-only   # rewrite serve_latency.md/png from the JSON
 """
