@@ -12,7 +12,7 @@ Cost: the LM dominates (its matmuls are ~80% of a training step on the CPU), so 
 no KV cache (nothing is generated) and no 4-D padding mask when the batch is right-padded (the causal mask
 already keeps every real position off the padding to its right) gain a few % of a step. The large levers
 change the model or its arithmetic: fewer layers (cost is linear in them), `compute_dtype="bfloat16"` (the
-LM's matmuls under autocast, ~1.4-1.9x per epoch on an AVX512-BF16 CPU; adapters, loss and the weights stay
+LM's matmuls under autocast, 1.3-2x per epoch on an AVX512-BF16 CPU; adapters, loss and the weights stay
 float32), and, for a user vector, `last_hidden` (the last layer at one position). bench/backbones.py and
 bench/serve_latency.py measure them.
 """
