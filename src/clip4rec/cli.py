@@ -36,7 +36,7 @@ def demo_cmd(data: Path = typer.Option(Path("../shared/data"), "--data", help="f
                                                "--encoder lite --encoder item-llm adds the item-LLM's text "
                                                "vectors (about 3 min more)")) -> None:
     """Whole pipeline on ML-100K with posters, short: import, encode offline, train and compare four variants,
-    print the table and the command that serves the fused-id Run (about 6 min on 2 quiet cores)."""
+    print the table and the command that serves the fused-id Run (about 5.5 min on 2 quiet cores)."""
     from clip4rec.demo import run_demo
     try:
         run_demo(data, out, seed=seed, max_epochs=epochs, encoders=tuple(encoder))

@@ -33,8 +33,8 @@ DEMO_EPOCHS = 12
 FULL_REPORTS = ("docs/results/ml100k_5seeds/report.md",)
 DEMO_ENCODERS = ("lite",)  # item-llm doubles the encoding time; the full reports use it
 # Minutes per stage on 2 quiet cores, printed as estimates: CPU time of a single-threaded run / 1.6 (what two
-# threads gain here), measured on a shared 2-core machine whose wall times were ~3x longer (see README).
-QUIET_MINUTES = {"import": 0.05, "encode lite": 2.6, "encode item-llm": 2.9, "train": 2.8}
+# threads gain here), measured on a shared 2-core machine at load ~4 whose wall times were ~2.3x longer (README).
+QUIET_MINUTES = {"import": 0.05, "encode lite": 2.3, "encode item-llm": 2.9, "train": 2.9}
 
 
 def demo_config(seed: int, max_epochs: int) -> Config:

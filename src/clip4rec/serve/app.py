@@ -1,7 +1,7 @@
 """The HTTP service: a thin FastAPI layer over `ServiceState` (all logic lives there).
 
     from clip4rec.serve.app import create_app
-    app = create_app(ServiceState.from_run("artifacts/runs/ml100k-fused-id"))
+    app = create_app(ServiceState.from_run("artifacts/demo/report/runs/loo/fused-id/seed42"))
     # uvicorn.run(app, host="127.0.0.1", port=8000)   -- or: clip4rec serve RUN
 
 Endpoints: POST /recommend, GET /items/{id}/similar, POST /items (live cold start), GET /items/{id},
