@@ -43,12 +43,11 @@ for recipe in default dropout03 dropout02 lr2e3; do
     --out "$R/ml100k_$recipe" >"$OUT/logs/ml100k_$recipe.log" 2>&1 &
   pids+=($!)
 done
-# Cold start on ML-100K (cold split, seed 0): the content variants with and without the regularisers that
-# should make the content path generalise to unseen items.
-for recipe in default content_rank32 content_rank8 content_rank32_id_dropout content_dropout05; do
+# Cold start on ML-100K (cold split): the baselines and content variants under the seen-excluded protocol.
+for recipe in exclude_seen; do
   config=()
   [ "$recipe" != default ] && config=(--config "configs/$recipe.yaml")
-  timeout "$BUDGET" $CLIP4REC compare artifacts/ml100k --variants text,fused,fused-id --seeds "$COLD_SEEDS" \
+  timeout "$BUDGET" $CLIP4REC compare artifacts/ml100k --variants pop,content-knn,id,text,fused,fused-id --seeds "$COLD_SEEDS" \
     --splits cold --store artifacts/store_ml100k "${config[@]}" --device "$DEVICE" --epochs "$EPOCHS" \
     --time-limit "$cap" --quiet --out "$R/cold_$recipe" >"$OUT/logs/cold_$recipe.log" 2>&1 &
   pids+=($!)
@@ -83,9 +82,8 @@ report "$R/ml100k_default" id loo artifacts/ml100k
 for recipe in dropout03 dropout02 lr2e3; do
   report "$R/ml100k_$recipe" id loo artifacts/ml100k --config "configs/sasrec_$recipe.yaml"
 done
-for recipe in default content_rank32 content_rank8 content_rank32_id_dropout content_dropout05; do
-  config=()
-  [ "$recipe" != default ] && config=(--config "configs/$recipe.yaml")
-  report "$R/cold_$recipe" text,fused,fused-id cold artifacts/ml100k --store artifacts/store_ml100k "${config[@]}"
+for recipe in exclude_seen; do
+  config=(--config "configs/$recipe.yaml")
+  report "$R/cold_$recipe" pop,content-knn,id,text,fused,fused-id cold artifacts/ml100k --store artifacts/store_ml100k "${config[@]}"
 done
 echo "done after ${SECONDS}s"

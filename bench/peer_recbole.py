@@ -213,7 +213,7 @@ def clip4rec_entry(variant: str, run_dir: Path, qrels: Path, test_hash: str) -> 
         "time_to_best_s": next((h["elapsed_s"] for h in history if h["epoch"] == best), None),
         "parameters": training.get("parameters"), "history": history, "run_dir": str(run_dir),
         "settings": f"clip4rec train, variant {variant}, modalities {config['model']['modalities'] or '-'}, "
-                    f"fusion {config['model']['fusion']}, {training.get('parameters')} parameters",
+                    f"id_dropout {config['model'].get('id_dropout')}, {training.get('parameters')} parameters",
     }
 
 

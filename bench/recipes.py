@@ -50,8 +50,8 @@ def recipe_rows(folder: Path, split: str = "*") -> list[dict[str, Any]]:
             "recipe": folder.name, "folder": str(folder), "split": split, "variant": variant,
             "seeds": [int(p.name[4:]) for p in seed_dirs],
             "settings": {"dropout": config.model.dropout, "lr": config.train.lr, "norm": config.model.norm,
-                         "batch_size": config.train.batch_size, "content_rank": config.model.content_rank,
-                         "content_dropout": config.model.content_dropout, "id_dropout": config.model.id_dropout},
+                         "batch_size": config.train.batch_size, "id_dropout": config.model.id_dropout,
+                         "exclude_seen": config.eval.exclude_seen},
             "valid_ndcg@10": [c["valid"]["metrics"]["overall"]["ndcg@10"] for c in cells],
             "test_ndcg@10": metric("overall", "ndcg@10"), "test_recall@10": metric("overall", "recall@10"),
             "stopped_by": [c["training"]["stopped_by"] for c in cells],
@@ -96,7 +96,7 @@ def render(rows: list[dict[str, Any]], chosen: dict[str, int] | None, reference:
     if chosen is not None:
         lines += ["The recipe is chosen by mean **validation** NDCG@10 over seeds; test columns play no part in the choice."]
     lines += ["", "Trained on: " + "; ".join(sorted({m for r in rows for m in r["machines"]})) + ".", ""]
-    header = ["recipe", "split", "variant", "seeds", "dropout, lr, batch, norm", "content rank / dropout, id dropout",
+    header = ["recipe", "split", "variant", "seeds", "dropout, lr, batch, norm", "id dropout, seen excluded",
               "valid N@10", "test N@10", "test R@10"]
     if cold:
         header += ["cold cases", "cold R@10", "cold R@20", "cold MRR", "warm R@10"]
@@ -106,7 +106,7 @@ def render(rows: list[dict[str, Any]], chosen: dict[str, int] | None, reference:
     for i, r in enumerate(rows):
         s = r["settings"]
         cells = [r["recipe"], r["split"], r["variant"], ",".join(map(str, r["seeds"])), f"{s['dropout']}, {s['lr']}, {s['batch_size']}, {s['norm']}-LN",
-                 f"{s['content_rank'] or '-'} / {s['content_dropout']}, {s['id_dropout']}", f"{r['valid_mean']:.4f}",
+                 f"{s['id_dropout']}, {s['exclude_seen']}", f"{r['valid_mean']:.4f}",
                  _ci(r["test_ndcg@10_ci"]), _ci(r["test_recall@10_ci"])]
         if cold:
             cells += ([",".join(map(str, r["cold_cases"])), f"{r['cold_recall@10']:.4f}", f"{r['cold_recall@20']:.4f}",

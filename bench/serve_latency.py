@@ -408,7 +408,7 @@ def render(result: dict, out: Path) -> None:
         "",
         "## Latency", "", *rows, "",
         "## fused-id / id", "", *ratios, "",
-        "The item side (CLIP/lite vectors -> fusion -> ID blend) is precomputed into the table, so both variants do "
+        "The item side (CLIP/lite vectors -> ID or content->ID map, plus the content-knn term) is precomputed into the table, so both variants do "
         "identical work per request: one user-tower pass + one matrix-vector product + top-k.",
         "",
         *tower_section(result),

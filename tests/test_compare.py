@@ -23,7 +23,7 @@ N_ITEMS = 30
 VARIANTS = ["id", "text", "fused", "fused-id"]
 SPLITS = ["loo", "cold"]
 TINY = {"seed": 0, "split": {"cold_fraction": 0.2},
-        "model": {"hidden": 16, "max_len": 8, "layers": 1, "heads": 1, "dropout": 0.1, "fusion": "mean"},
+        "model": {"hidden": 16, "max_len": 8, "layers": 1, "heads": 1, "dropout": 0.1},
         "train": {"max_epochs": 2, "batch_size": 64, "lr": 5e-3, "patience": 5, "threads": 1},
         "eval": {"n_boot": 20, "ks": [5, 10], "run_depth": N_ITEMS}}
 

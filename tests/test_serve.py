@@ -21,7 +21,6 @@ pytest.importorskip("httpx", reason="the serve extra is not installed (pip insta
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from clip4rec.model.fusion import content_vector_for_new_item  # noqa: E402
 from clip4rec.serve.app import BackgroundServer, create_app  # noqa: E402
 from clip4rec.serve.index import ExactIndex, FaissIndex, faiss_available, recall_vs_exact  # noqa: E402
 from clip4rec.serve.state import Limits, ServiceState  # noqa: E402
@@ -72,9 +71,9 @@ def test_published_item_is_recommended_to_a_user_full_of_its_content_neighbours(
     new = after["items"][ranked.index("brand-new")]
     assert new["published"] and new["cold_start"] and new["title"] == "Brand new"
 
-    # Its row is exactly what the trained fusion gives for that content (the offline/online contract).
+    # Its row is exactly what the trained item side gives for that content (the offline/online contract).
     row = state.snapshot.table[state.lookup("brand-new")]
-    expected = content_vector_for_new_item(state.model.item_side, {key: np.array(v) for key, v in raw.items()})
+    expected = state.model.item_side.vector_for({key: np.array(v) for key, v in raw.items()})
     torch.testing.assert_close(row, expected)
     # ...and it has neighbours by image and by text at once.
     sims = client.get("/items/brand-new/similar", params={"by": "image", "k": 3}).json()["items"]
@@ -91,12 +90,12 @@ def test_publish_update_of_a_trained_fused_id_item_keeps_its_id_part(toy):
     r = client.post("/items", json={"item_id": "i5", "vectors": ring_vectors(5, N)})
     assert r.status_code == 200 and r.json()["created"] is False
     torch.testing.assert_close(state.snapshot.table[i], before, atol=5e-3, rtol=5e-3)
-    # A brand-new item is pure content (gate 0), and the gate stays >0 for trained items.
+    # A brand-new item is scored through its content (the content->ID map); a trained one keeps its ID row.
     client.post("/items", json={"item_id": "n1", "vectors": ring_vectors(5, N)})
     side = state.model.item_side
-    assert float(side.gate().detach()[i]) > 0
-    torch.testing.assert_close(state.snapshot.table[state.lookup("n1")],
-                               content_vector_for_new_item(side, {k: np.array(v) for k, v in ring_vectors(5, N).items()}))
+    new_row = side.vector_for({k: np.array(v) for k, v in ring_vectors(5, N).items()})
+    torch.testing.assert_close(state.snapshot.table[state.lookup("n1")], new_row)
+    assert not torch.allclose(new_row, before)
 
 
 def test_id_run_refuses_publish_with_409_but_serves(toy):

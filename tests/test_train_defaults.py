@@ -79,8 +79,7 @@ def test_a_lite_only_store_trains_every_content_variant_and_the_run_records_its_
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"]["model"]["modalities"] == expected
     *_, model = load_run(tmp_path / "run")  # the Run rebuilds from what it recorded
-    side = getattr(model.item_side, "content", model.item_side)
-    assert side.names == expected
+    assert model.item_side.names == expected
 
 
 def test_python_api_default_falls_back_to_the_stored_text(ring, tmp_path):
@@ -117,7 +116,7 @@ def test_train_help_shows_the_config_defaults():
     text = " ".join(result.output.split())
     d = Config()
     for flag, value in (("--variant", d.model.variant), ("--seed", d.seed), ("--epochs", d.train.max_epochs),
-                        ("--lr", d.train.lr), ("--batch-size", d.train.batch_size), ("--fusion", d.model.fusion),
+                        ("--lr", d.train.lr), ("--batch-size", d.train.batch_size),
                         ("--patience", d.train.patience), ("--warmup-epochs", d.train.warmup_epochs)):
         after = text[text.index(flag + " "):]
         shown = after[after.index("[default:"):].split("]")[0]

@@ -10,7 +10,7 @@ import torch
 
 from clip4rec.config import Config
 from clip4rec.encode.encoders.base import Encoder
-from clip4rec.model.fusion import ContentFusion, GatedIdBlend, content_vector_for_new_item
+from clip4rec.model.item_side import ContentIdItems, content_pca_init
 from clip4rec.train.run import load_run, train
 from tests.ring_data import save_ring_dataset
 
@@ -46,7 +46,7 @@ def config(variant: str, store, epochs: int = 15) -> Config:
     cfg = Config(seed=3)
     cfg.split.kind, cfg.split.cold_fraction = "cold", 0.2
     cfg.model.variant, cfg.model.stores = variant, [str(store)]
-    cfg.model.hidden, cfg.model.dropout, cfg.model.max_len, cfg.model.fusion = 32, 0.1, 8, "mean"
+    cfg.model.hidden, cfg.model.dropout, cfg.model.max_len = 32, 0.1, 8
     cfg.train.max_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.patience = epochs, 96, 1e-2, 100
     cfg.eval.n_boot = 50
     return cfg
@@ -60,32 +60,65 @@ def test_content_variant_lifts_cold_items_where_id_cannot(ring, tmp_path):
     assert cold_id < 0.25 and cold_text > 0.6, (cold_text, cold_id)
 
 
-def test_fused_id_gate_is_zero_for_unseen_items_and_new_item_vector_matches_table(ring, tmp_path):
-    train(ring / "ds", tmp_path / "fid", config("fused-id", ring / "store", epochs=3).model_copy(
-        update={"model": config("fused-id", ring / "store").model.model_copy(update={"modalities": ["llm_text"]})}),
-        progress=False)
+def test_fused_id_scores_cold_items_through_content_and_new_item_vector_matches_table(ring, tmp_path):
+    cfg = config("fused-id", ring / "store", epochs=3)
+    cfg.model.modalities = ["llm_text"]
+    train(ring / "ds", tmp_path / "fid", cfg, progress=False)
     _, dataset, split, model = load_run(tmp_path / "fid")
     side = model.item_side
-    assert isinstance(side, GatedIdBlend)
-    gate = side.gate().detach().numpy()
-    assert np.all(gate[split.cold_items] == 0) and np.all(gate[~split.cold_items & (split.train_counts > 0)] > 0)
+    assert isinstance(side, ContentIdItems)
     table = model.item_table().detach()
+    hidden = cfg.model.hidden
+    mapped = side.mapper(side.content).detach()
+    # Cold items (never seen) read the content->ID map; known items their ID rows; every row has its content.
+    torch.testing.assert_close(table[split.cold_items, :hidden], mapped[split.cold_items])
+    assert not torch.isclose(table[~split.cold_items, :hidden], mapped[~split.cold_items]).all(1).any()
+    torch.testing.assert_close(table[:, hidden:], side.content)
     cold_index = int(np.flatnonzero(split.cold_items)[0])
     k = int(split.item_ids[cold_index][1:])
     raw = RingTextEncoder().encode_texts([f"item {k}"])["llm_text"][0]
-    vector = content_vector_for_new_item(side, {"ring:llm_text": raw})
-    torch.testing.assert_close(vector, table[cold_index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(side.vector_for({"ring:llm_text": raw}), table[cold_index], atol=1e-5, rtol=1e-5)
+    # Re-published with new content, a trained item keeps its ID row.
+    warm = int(np.flatnonzero(split.train_counts > 0)[0])
+    torch.testing.assert_close(side.vector_for({"ring:llm_text": raw}, index=warm)[:hidden], table[warm, :hidden])
 
 
-def test_fusion_masks_missing_modalities():
+def test_a_cold_item_that_matches_the_history_outranks_a_far_one_in_every_content_variant(ring, tmp_path):
+    for variant in ("text", "fused-id"):
+        cfg = config(variant, ring / "store", epochs=8)
+        cfg.model.modalities = ["llm_text"]
+        metrics = train(ring / "ds", tmp_path / variant, cfg, progress=False)
+        _, _, split, model = load_run(tmp_path / variant)
+        index = {item: i for i, item in enumerate(split.item_ids)}
+        wins, cases = 0, 0
+        for target in np.flatnonzero(split.cold_items):
+            k = int(split.item_ids[target][1:])
+            history = [index[f"i{(k - d) % N_ITEMS}"] for d in range(4, 0, -1)]
+            if any(split.cold_items[h] for h in history):
+                continue
+            far = index[f"i{(k + N_ITEMS // 2) % N_ITEMS}"]
+            scores = model.score([np.array(history)])[0]
+            wins, cases = wins + int(scores[target] > scores[far]), cases + 1
+        assert cases >= 3 and wins >= 0.8 * cases, (variant, wins, cases)
+        assert metrics["metrics"]["cold"]["recall@10"] > 0.5, variant
+
+
+def test_content_items_start_at_the_pca_of_their_content():
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 6)).astype(np.float32)
-    mask_b = np.array([True, True, False, True, True])
-    torch.manual_seed(0)
-    fusion = ContentFusion({"a": (a, np.ones(5, bool)), "b": (b, mask_b)}, hidden=8, kind="gated").eval()
-    weights = fusion.modality_weights()
-    assert weights[2, 1] == 0 and weights[2, 0] == pytest.approx(1.0)
-    torch.testing.assert_close(weights.sum(1), torch.ones(5))
+    # 40 items whose 10-d vectors vary along 2 strong directions plus weak noise.
+    vectors = (rng.normal(size=(40, 2)) @ rng.normal(size=(2, 10)) * 5
+               + 0.01 * rng.normal(size=(40, 10))).astype(np.float32)
+    counts = np.arange(40) % 3  # a third of the items never seen
+    side = ContentIdItems({"t": (vectors, np.ones(40, bool))}, counts, hidden=4, use_ids=True).eval()
+    mapped = side.mapper(side.content).detach()
+    torch.testing.assert_close(side.ids.weight.detach(), mapped)  # an ID row starts at its mapped content
+    np.testing.assert_allclose(mapped.mean(0).numpy(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(mapped.std(0, unbiased=False).numpy()[:2], 0.02, rtol=1e-3)
+    weight, _ = content_pca_init(side.content.numpy(), 4, 0.02)
+    np.testing.assert_array_equal(weight, content_pca_init(side.content.numpy(), 4, 0.02)[0])  # deterministic
+    # The content block is the centred, L2-normalised vectors (content-knn's view of the items).
+    c = vectors.astype(np.float64) - vectors.mean(0)
+    np.testing.assert_allclose(side.content.numpy(), c / np.linalg.norm(c, axis=1, keepdims=True), atol=1e-5)
 
 
 def test_content_variant_without_store_fails_clearly(ring, tmp_path):
@@ -114,45 +147,44 @@ def test_held_out_items_leave_the_training_softmax():
     assert model.loss(items, targets, mask) > expected  # with the held-out items as negatives it is larger
 
 
-def test_id_dropout_scores_a_share_of_seen_items_by_content_alone_in_training_only():
+def test_id_dropout_scores_a_share_of_known_items_through_content_in_training_only():
     rng = np.random.default_rng(0)
     counts = np.array([0, 3, 5, 8, 13, 21, 34, 55] * 50)
-    content = ContentFusion({"t": (rng.normal(size=(len(counts), 6)).astype(np.float32), np.ones(len(counts), bool))},
-                            hidden=8, kind="mean", dropout=0.0)
-    side = GatedIdBlend(content, counts, hidden=8, id_dropout=0.25)
+    vectors = rng.normal(size=(len(counts), 6)).astype(np.float32)
+    side = ContentIdItems({"t": (vectors, np.ones(len(counts), bool))}, counts, hidden=8, use_ids=True,
+                          id_dropout=0.25)
+    with torch.no_grad():
+        side.ids.weight.add_(1.0)  # so that ID rows and mapped rows can be told apart
     side.train()
-    g = side.gate()
-    # Same RNG state as forward() draws from: an item whose gate was dropped equals its pure-content row.
+    # Same RNG state as forward() draws from: a dropped known item's row is its mapped content.
     torch.manual_seed(1)
-    table = side()
+    table = side()[:, :8]
     torch.manual_seed(1)
-    kept = torch.rand_like(g) >= 0.25
-    is_pure = torch.isclose(table, side.out_norm(side.content()), atol=1e-6).all(1)
-    assert torch.equal(is_pure[counts > 0], ~kept[counts > 0])
+    kept = torch.rand(len(counts)) >= 0.25
+    mapped = side.mapper(side.content)
+    is_mapped = torch.isclose(table, mapped, atol=1e-6).all(1)
+    assert torch.equal(is_mapped[counts > 0], ~kept[counts > 0])
+    assert is_mapped[counts == 0].all()
     assert 0.18 < (~kept[counts > 0]).float().mean().item() < 0.32
+    # The tower reads every known item through its ID, dropped or not.
+    assert not torch.isclose(side.input_table(), mapped, atol=1e-6).all(1)[counts > 0].any()
     side.eval()
-    assert not torch.isclose(side(), side.out_norm(side.content()), atol=1e-6).all(1)[counts > 0].any()
+    assert not torch.isclose(side()[:, :8], mapped, atol=1e-6).all(1)[counts > 0].any()
 
 
-def test_content_rank_keeps_the_top_principal_directions_and_new_items_follow_it():
-    from clip4rec.model.fusion import principal_basis, standardize
-    rng = np.random.default_rng(0)
-    # 40 items whose 10-d vectors vary along 2 strong directions plus weak noise.
-    strong = rng.normal(size=(40, 2)) @ rng.normal(size=(2, 10)) * 5
-    vectors = (strong + 0.01 * rng.normal(size=(40, 10))).astype(np.float32)
-    mask = np.ones(40, bool)
-    fusion = ContentFusion({"t": (vectors, mask)}, hidden=8, kind="concat", dropout=0.0, rank=2).eval()
-    assert fusion.content_0.shape == (40, 2)
-    basis = fusion.basis_0.numpy()
-    np.testing.assert_allclose(basis.T @ basis, np.eye(2), atol=1e-5)
-    standardized, _ = standardize(vectors, mask)
-    # Two directions hold almost all the variance, so projecting back loses almost nothing.
-    back = standardized @ basis @ basis.T
-    assert np.linalg.norm(back - standardized) / np.linalg.norm(standardized) < 0.01
-    np.testing.assert_array_equal(principal_basis(standardized, 2), basis)  # deterministic signs
-    # A new item with item 7's raw vector gets exactly item 7's row.
-    torch.testing.assert_close(content_vector_for_new_item(fusion, {"t": vectors[7]}), fusion()[7],
-                               atol=1e-5, rtol=1e-5)
-    # rank >= width keeps the vectors as they are (no basis).
-    wide = ContentFusion({"t": (vectors, mask)}, hidden=8, kind="concat", dropout=0.0, rank=10)
-    assert not hasattr(wide, "basis_0") and wide.content_0.shape == (40, 10)
+def test_training_under_exclude_seen_leaves_each_positions_history_out_of_its_softmax():
+    from clip4rec.model.recommender import _seen_so_far
+    items = torch.tensor([[3, 1, 3, 0], [2, 4, -1, -1]])
+    mask = items >= 0
+    targets = torch.tensor([[1, 3, 0, 2], [4, 2, -1, -1]])  # row 0 re-consumes item 3 at position 1's target
+    where = mask.clone()
+    where[0, 0] = False  # a context-only position is not counted
+    seen = _seen_so_far(items, mask, where, targets[where], n_items=5)
+    expected = torch.tensor([
+        [0, 1, 0, 0, 0],   # (0,1): read 3, 1; its target 3 is a repeat and stays rankable
+        [0, 1, 0, 1, 0],   # (0,2): read 3, 1, 3; target 0
+        [1, 1, 0, 1, 0],   # (0,3): read 3, 1, 3, 0; target 2
+        [0, 0, 1, 0, 0],   # (1,0): read 2; target 4
+        [0, 0, 0, 0, 1],   # (1,1): read 2, 4; target 2 is a repeat and stays rankable
+    ], dtype=torch.bool)
+    assert torch.equal(seen, expected)

@@ -27,7 +27,6 @@ class ModelConfig(Strict):
     # "encoder:name" (e.g. "lite:image", "item-llm:llm_text"). Empty = the variant's default modalities.
     stores: list[str] = []
     modalities: list[str] = []
-    fusion: Literal["concat", "mean", "gated"] = "gated"
     backbone: Literal["scratch", "smollm2"] = "scratch"
     llm_layers: int = Field(2, ge=1, le=30)     # smollm2: first N pretrained layers
     llm_train: Literal["full", "frozen", "lora"] = "lora"
@@ -38,13 +37,10 @@ class ModelConfig(Strict):
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     max_len: int = Field(50, ge=2)
-    content_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the frozen content vectors, before fusion
-    # Keep only each modality's top-N principal directions (None = all): a narrow input the fusion cannot
-    # use to memorise training items, so it must generalise to unseen (cold) ones. See fusion.principal_basis.
-    content_rank: int | None = Field(None, ge=1)
-    # fused-id: each step, this share of seen items is scored by content alone (gate forced to 0), so the
-    # content path stays a usable scorer on its own, which is all a cold item has (DropoutNet's idea).
-    id_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # fused-id: each training step, this share of the known items is scored without its ID (through the
+    # content->ID mapper and the content-knn term), so that ID-less (cold) items are scored on the same scale
+    # as items with IDs (DropoutNet). See model.item_side.ContentIdItems.
+    id_dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 class TrainConfig(Strict):

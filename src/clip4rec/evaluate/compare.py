@@ -401,7 +401,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`  ", f"Created {report['created']}, clip4rec {report['versions']['clip4rec']}.",
              "", f"Dataset `{ds['path']}` (source {ds['source']}): {ds['users']} users, {ds['items']} items, {ds['interactions']} interactions. "
              f"Splits {', '.join(g['splits'])}; seeds {g['seeds']}; backbone {cfg['model']['backbone']}, "
-             f"hidden {cfg['model']['hidden']}, max_len {cfg['model']['max_len']}, fusion {cfg['model']['fusion']}, "
+             f"hidden {cfg['model']['hidden']}, max_len {cfg['model']['max_len']}, id_dropout {cfg['model'].get('id_dropout')}, "
              f"max_epochs {cfg['train']['max_epochs']}, patience {cfg['train']['patience']}, "
              f"time limit {cfg['train']['time_limit_s']} s; full ranking (exclude_seen={cfg['eval']['exclude_seen']}).",
              *_machine_lines(report.get("machines") or _legacy_machine(report)),

@@ -49,7 +49,7 @@ class ContentKnnItems(nn.Module):
         if not modalities:
             raise ValueError("content-knn needs at least one modality")
         self.names = list(modalities)
-        scale = 1.0 / np.sqrt(len(modalities))
+        scale = 1.0 / len(modalities) ** 0.5  # a Python float keeps the float32 dtype
         blocks, means = [], []
         for vectors, mask in modalities.values():
             means.append(vectors[mask].astype(np.float64).mean(0).astype(np.float32) if mask.any()
@@ -63,15 +63,16 @@ class ContentKnnItems(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.table
 
-    def vector_for(self, content: dict[str, np.ndarray]) -> torch.Tensor:
-        """Table row of a new item from raw encoder vectors by modality name (missing modalities: zero)."""
+    def vector_for(self, content: dict[str, np.ndarray], index: int | None = None) -> torch.Tensor:
+        """Table row of a new item from raw encoder vectors by modality name (missing modalities: zero);
+        `index` (a re-published item's row) changes nothing: every row is its content alone."""
         if not any(name in content for name in self.names):
             raise ValueError(f"no known modality in {sorted(content)}; this Run uses {self.names}")
         blocks = []
         for i, (name, dim) in enumerate(zip(self.names, self.dims)):
             raw = np.asarray(content.get(name, np.zeros(dim)), np.float32).reshape(1, -1)
             present = np.array([name in content])
-            blocks.append(centred_unit(raw, present, getattr(self, f"mean_{i}").numpy()) / np.sqrt(len(self.names)))
+            blocks.append(centred_unit(raw, present, getattr(self, f"mean_{i}").numpy()) / len(self.names) ** 0.5)
         return torch.from_numpy(np.concatenate(blocks, axis=1)[0])
 
 

@@ -1,13 +1,17 @@
 """Item side: the table of item vectors that every user vector is scored against.
 
 `id` variant: a learned ID embedding per item. Content variants (Stage 2) build the table from stored
-encoder vectors through a fusion module; both expose `forward() -> [n_items, hidden]`.
+encoder vectors (ContentIdItems); both expose `forward() -> [n_items, width]`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from clip4rec.model.baselines import centred_unit
 
 
 class IdItemTable(nn.Module):
@@ -18,3 +22,112 @@ class IdItemTable(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.embedding.weight
+
+
+class ContentIdItems(nn.Module):
+    """Item side of the content variants: every item is scored by a collaborative term and a content term,
+    score(u, i) = u . r_i + sum over modalities m of knn_scale_m * cos(profile_u,m, c_i,m) / sqrt(M).
+
+    Content c_i: each modality's frozen vectors, mean-centred and L2-normalised (as `content-knn` reads them),
+    side by side and scaled by 1/sqrt(M); profile_u is the normalised sum of the history's content vectors.
+    The content term is the training-free content-knn score with one learned scale: it keeps what the frozen
+    encoder knows about which items are alike, which a map fitted to warm items alone loses (trained content
+    maps rank unseen items far below content-knn). r_i is the item's ID embedding when it has one, else
+    mapper(c_i), a linear content->ID map (every item, in the content-only variants).
+
+    With `use_ids` (fused-id), each training step a random share `id_dropout` of the known items is scored as
+    if it had no ID (DropoutNet): the mapper and the knn scale are trained by the recommendation loss to put an
+    ID-less item on the same scale as items with IDs, which is all a cold item has. The tower always reads
+    known items through their IDs.
+
+    As a table (what serving scores against): rows [r_i, c_i]; the user vector is [tower output,
+    knn_scale * profile]. One dot product gives both terms.
+    """
+
+    def __init__(self, modalities: dict[str, tuple[np.ndarray, np.ndarray]], train_counts: np.ndarray,
+                 hidden: int, use_ids: bool, id_dropout: float = 0.0, init_std: float = 0.02,
+                 knn_scale: float = 5.0):
+        super().__init__()
+        if not modalities:
+            raise ValueError("a content item side needs at least one modality")
+        self.names, self.use_ids, self.id_dropout = list(modalities), use_ids, id_dropout
+        blocks, means = [], []
+        for vectors, mask in modalities.values():
+            means.append(vectors[mask].astype(np.float64).mean(0) if mask.any() else np.zeros(vectors.shape[1]))
+            blocks.append(centred_unit(vectors, mask, means[-1]) / len(modalities) ** 0.5)
+        content = np.concatenate(blocks, axis=1)
+        self.dims, self.channel_dims = [b.shape[1] for b in blocks], content.shape[1]
+        self.register_buffer("content", torch.from_numpy(content))
+        for i, mean in enumerate(means):  # items published later are centred the same way
+            self.register_buffer(f"mean_{i}", torch.from_numpy(mean.astype(np.float32)))
+        self.register_buffer("seen", torch.from_numpy(np.asarray(train_counts) > 0) if use_ids
+                             else torch.zeros(len(train_counts), dtype=torch.bool))
+        weight, bias = content_pca_init(content, hidden, init_std)
+        self.mapper = nn.Linear(content.shape[1], hidden)
+        with torch.no_grad():
+            self.mapper.weight.copy_(torch.from_numpy(weight))
+            self.mapper.bias.copy_(torch.from_numpy(bias))
+        # One scale per modality: the content term is a learned weighted mean of per-modality cosines, so a
+        # weak modality (ML-100K's posters) cannot drown a strong one.
+        self.knn_scale = nn.Parameter(torch.full((len(self.dims),), float(knn_scale)))
+        if use_ids:
+            # ID rows start at the item's mapped content (PCA init): an item starts where its content puts it.
+            self.ids = nn.Embedding(len(train_counts), hidden)
+            with torch.no_grad():
+                self.ids.weight.copy_(self.mapper(self.content))
+
+    def _rows(self, known: torch.Tensor) -> torch.Tensor:
+        mapped = self.mapper(self.content)
+        return torch.where(known[:, None], self.ids.weight, mapped) if self.use_ids else mapped
+
+    def input_table(self) -> torch.Tensor:
+        """[n, hidden]: what the tower reads for each item (IDs for every known item, never dropped)."""
+        return self._rows(self.seen)
+
+    def forward(self) -> torch.Tensor:
+        """[n, hidden + channel_dims]: the scoring table (while training, some known rows are scored ID-less)."""
+        known = self.seen
+        if self.training and self.id_dropout > 0 and self.use_ids:
+            known = known & (torch.rand(len(known), device=known.device) >= self.id_dropout)
+        return torch.cat([self._rows(known), self.content], dim=1)
+
+    def profile(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, channel_dims]: per modality, its knn_scale x the normalised sum of the history's content
+        vectors so far (causal), so that profile . c_i = sum_m knn_scale_m * cos_m / sqrt(M)."""
+        history = (F.embedding(items.clamp(min=0), self.content) * mask[..., None]).cumsum(dim=1)
+        blocks = [scale * F.normalize(block, dim=-1)
+                  for scale, block in zip(self.knn_scale, history.split(self.dims, dim=-1))]
+        return torch.cat(blocks, dim=-1)
+
+    def vector_for(self, content: dict[str, np.ndarray], index: int | None = None) -> torch.Tensor:
+        """Scoring-table row of a new item from raw encoder vectors by modality name (missing: zero). For a
+        trained item re-published with new content (`index` = its row), the learned ID row is kept."""
+        if not any(name in content for name in self.names):
+            raise ValueError(f"no known modality in {sorted(content)}; this Run uses {self.names}")
+        blocks = []
+        for i, (name, dim) in enumerate(zip(self.names, self.dims)):
+            raw = np.asarray(content.get(name, np.zeros(dim)), np.float32).reshape(1, -1)
+            mean = getattr(self, f"mean_{i}").numpy()
+            blocks.append(centred_unit(raw, np.array([name in content]), mean) / len(self.names) ** 0.5)
+        c = torch.from_numpy(np.concatenate(blocks, axis=1)[0])
+        with torch.no_grad():
+            known = self.use_ids and index is not None and bool(self.seen[index])
+            return torch.cat([self.ids.weight[index] if known else self.mapper(c), c])
+
+
+def content_pca_init(content: np.ndarray, hidden: int, std: float) -> tuple[np.ndarray, np.ndarray]:
+    """(weight [hidden, D], bias [hidden]) of the linear map onto the top `hidden` principal directions of
+    the rows, each output scaled to standard deviation `std`. Directions beyond the content's rank stay 0."""
+    x = content.astype(np.float64)
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    basis = np.zeros((x.shape[1], hidden))
+    k = min(hidden, vt.shape[0])
+    basis[:, :k] = vt[:k].T
+    # SVD signs are arbitrary: fix each direction's largest entry positive (same content, same init).
+    signs = np.sign(basis[np.abs(basis).argmax(0), np.arange(hidden)])
+    basis *= np.where(signs == 0, 1.0, signs)
+    spread = ((x - mean) @ basis).std(0)
+    scale = np.where(spread > 1e-8, std / np.maximum(spread, 1e-12), 0.0)
+    weight = (basis * scale).T
+    return weight.astype(np.float32), (-(mean @ basis) * scale).astype(np.float32)

@@ -32,25 +32,47 @@ class SequentialRecommender(nn.Module):
     def item_table(self) -> torch.Tensor:
         return self.item_side()
 
-    def hidden_states(self, items: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, items: torch.Tensor, mask: torch.Tensor, table: torch.Tensor,
+                      inputs_from: torch.Tensor | None = None) -> torch.Tensor:
+        """User vectors at every position: the tower's output, followed by the item side's content profile
+        when it has one (ContentIdItems: its knn term). The tower reads `inputs_from` (default: the table's
+        first columns, where a content item side keeps the vectors the tower reads)."""
         items, mask = items.to(table.device), mask.to(table.device)
-        inputs = F.embedding(items.clamp(min=0), table) * mask[..., None]
-        return self.tower(inputs, mask)
+        channel = getattr(self.item_side, "channel_dims", 0)
+        if inputs_from is None:
+            inputs_from = table[:, : table.shape[1] - channel]
+        inputs = F.embedding(items.clamp(min=0), inputs_from) * mask[..., None]
+        hidden = self.tower(inputs, mask)
+        if channel:
+            hidden = torch.cat([hidden, self.item_side.profile(items, mask)], dim=-1)
+        return hidden
 
     def loss(self, items: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-             counted: torch.Tensor | None = None, held_out: torch.Tensor | None = None) -> torch.Tensor:
+             counted: torch.Tensor | None = None, held_out: torch.Tensor | None = None,
+             exclude_seen: bool = False) -> torch.Tensor:
         """Full-softmax cross-entropy on the next item at every real (or every `counted`) position.
 
         `held_out` (bool [n_items]) removes items from the softmax: in the cold-start split they do not exist
         at training time, and as never-positive negatives the model would learn to bury them by their content.
+        `exclude_seen` trains under the protocol the model is evaluated with when seen items are excluded: each
+        position's softmax leaves out the items read so far in its window (never its own target). Without it,
+        the items most like the history are the history itself, never a next item on data without repeats,
+        and a content-similarity term learns to push similar items down.
         """
         table = self.item_table()
-        hidden = self.hidden_states(items, mask, table)
+        # While training, a content item side scores some known items as ID-less (DropoutNet); the tower
+        # still reads every history item as it will at test time.
+        inputs_from = self.item_side.input_table() if hasattr(self.item_side, "input_table") else None
+        hidden = self.hidden_states(items, mask, table, inputs_from)
         where = (mask if counted is None else counted).to(table.device)
         logits = hidden[where] @ table.T
         if held_out is not None:
             logits = logits.masked_fill(held_out.to(table.device), float("-inf"))
-        return F.cross_entropy(logits, targets.to(table.device)[where])
+        wanted = targets.to(table.device)[where]
+        if exclude_seen:
+            logits = logits.masked_fill(_seen_so_far(items.to(table.device), mask.to(table.device), where, wanted,
+                                                     logits.shape[1]), float("-inf"))
+        return F.cross_entropy(logits, wanted)
 
     @torch.inference_mode()
     def user_vectors(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,3 +86,17 @@ class SequentialRecommender(nn.Module):
     def score(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
         table = self.item_table() if table is None else table
         return self.user_vectors(histories, table) @ table.T
+
+
+def _seen_so_far(items: torch.Tensor, mask: torch.Tensor, where: torch.Tensor, targets: torch.Tensor,
+                 n_items: int) -> torch.Tensor:
+    """Bool [#where, n_items]: for each counted position (b, t), the items at positions <= t of row b,
+    except that position's target (a repeated item stays rankable, as in evaluation)."""
+    length = items.shape[1]
+    earlier = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()  # [t, j]: j <= t
+    row_of = torch.cumsum(where.flatten(), 0).view_as(where) - 1  # logits row of each counted (b, t)
+    b, t, j = (where[:, :, None] & earlier[None] & mask[:, None, :]).nonzero(as_tuple=True)
+    seen = torch.zeros(int(where.sum()), n_items, dtype=torch.bool, device=items.device)
+    seen[row_of[b, t], items[b, j]] = True
+    seen[torch.arange(len(targets), device=items.device), targets] = False
+    return seen

@@ -356,7 +356,6 @@ class ServiceState:
     # ---- writes: the live cold-start path -----------------------------------------------------------
     def publish(self, item_id: str, vectors: dict[str, Sequence[float]], title: str | None = None) -> dict[str, Any]:
         """Add (or update) an item from its offline encoder vectors; recommendable as soon as this returns."""
-        from clip4rec.model.fusion import content_vector_for_new_item
         fusion = _fusion(self.model.item_side)
         if fusion is None:
             raise ServeError(f"this Run (variant {self.info.get('variant', 'id')!r}) has no content path: "
@@ -365,9 +364,9 @@ class ServiceState:
         with self._write:
             snap = self.snapshot
             existing = self.lookup(item_id, snap)
-            # A trained item keeps its learned ID part (weighted by its gate); a new one is pure content.
+            # A trained item keeps its learned ID part; a new one is scored through its content alone.
             trained = existing if existing is not None and existing < self.n_base else None
-            vector = content_vector_for_new_item(self.model.item_side, content, index=trained).to(torch.float32)
+            vector = self.model.item_side.vector_for(content, index=trained).to(torch.float32)
             if existing is None:
                 i = snap.n
                 self.item_ids.append(item_id)
@@ -398,7 +397,7 @@ class ServiceState:
                 ignored.append(key)
                 continue
             name = matches[0]
-            dim = int(getattr(fusion, f"content_{fusion.names.index(name)}").shape[1])
+            dim = int(fusion.dims[fusion.names.index(name)])
             arr = np.asarray(values, dtype=np.float32)
             if arr.ndim != 1 or arr.shape[0] != dim:
                 raise ServeError(f"vector {key!r} has {arr.size} values; the Run's {name} vectors have {dim}")
@@ -448,9 +447,8 @@ def load_serving_table(run_dir: str | Path) -> tuple[Any, Any, Any, torch.nn.Mod
 
 
 def _fusion(item_side):
-    from clip4rec.model.fusion import ContentFusion, GatedIdBlend
-    side = item_side.content if isinstance(item_side, GatedIdBlend) else item_side
-    return side if isinstance(side, ContentFusion) else None
+    """The item side when it has a content path (new items can be published), else None (id, pop)."""
+    return item_side if hasattr(item_side, "vector_for") else None
 
 
 def load_similar_tables(stores: Sequence[str | Path], prefer: Sequence[str] = ()) -> dict[str, SimilarTable]:

@@ -111,7 +111,7 @@ def toy_config(variant: str, store: str | Path, epochs: int = 3, hidden: int = 3
     if split == "cold":
         cfg.split.cold_fraction = 0.2
     cfg.model.variant, cfg.model.stores = variant, ([str(store)] if variant != "id" else [])
-    cfg.model.hidden, cfg.model.dropout, cfg.model.max_len, cfg.model.fusion = hidden, 0.1, max_len, "mean"
+    cfg.model.hidden, cfg.model.dropout, cfg.model.max_len = hidden, 0.1, max_len
     cfg.model.layers, cfg.model.heads = 1, 2
     cfg.train.max_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.patience = epochs, 32, 5e-3, 100
     cfg.eval.n_boot, cfg.eval.run_depth = 0, 20

@@ -30,14 +30,12 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         dataset: Path = typer.Argument(..., help="Dataset directory (from `clip4rec import`)"),
         out: Path = typer.Option(..., "--out", help="Run directory to write (resumes if it holds this run)"),
-        variant: Optional[str] = typer.Option(None, "--variant", help="id | text | image | fused | fused-id",
+        variant: Optional[str] = typer.Option(None, "--variant", help="id | text | image | fused | fused-id | pop | content-knn",
                                               show_default=_default(m.variant)),
         store: list[str] = typer.Option([], "--store", help="embedding store from `clip4rec encode` (repeatable)"),
         modality: list[str] = typer.Option(
             [], "--modality", help="content modality, e.g. lite:image (repeatable)",
             show_default="from the stores: text = llm_text if stored, else text; image = image; fused = both"),
-        fusion: Optional[str] = typer.Option(None, "--fusion", help="concat | mean | gated",
-                                             show_default=_default(m.fusion)),
         backbone: Optional[str] = typer.Option(None, "--backbone", help="scratch | smollm2",
                                                show_default=_default(m.backbone)),
         split: Optional[str] = typer.Option(None, "--split", help="loo | cold", show_default=_default(d.split.kind)),
@@ -62,7 +60,7 @@ def register(app: typer.Typer) -> None:
         Defaults shown are the config's; a --config file replaces them, and flags override both."""
         from clip4rec.train.run import train
         cfg = _config(config, {"model.variant": variant, "model.stores": store or None,
-                               "model.modalities": modality or None, "model.fusion": fusion,
+                               "model.modalities": modality or None,
                                "model.backbone": backbone, "split.kind": split, "seed": seed,
                                "train.max_epochs": epochs, "train.patience": patience,
                                "train.warmup_epochs": warmup,

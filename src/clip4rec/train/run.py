@@ -29,8 +29,7 @@ from clip4rec.evaluate.segments import evaluate_rankings
 from clip4rec.evaluate.trec import write_qrels, write_run
 from clip4rec.machine import machine_info
 from clip4rec.model.baselines import ConstantTower, ContentKnnItems, PopularityItems, ProfileTower
-from clip4rec.model.fusion import ContentFusion, GatedIdBlend
-from clip4rec.model.item_side import IdItemTable
+from clip4rec.model.item_side import ContentIdItems, IdItemTable
 from clip4rec.model.recommender import SequentialRecommender
 from clip4rec.model.user_tower import CausalTransformer
 from clip4rec.train.modalities import SLOTS, StoreDefault, find_modality, missing_modality_error, resolve_slots
@@ -55,10 +54,8 @@ def build_model(config: Config, split: Split) -> SequentialRecommender:
         item_side: torch.nn.Module = IdItemTable(split.n_items, m.hidden)
     else:
         modalities = load_modalities(m.stores, m.modalities or DEFAULT_MODALITIES[m.variant], split.item_ids)
-        item_side = ContentFusion(modalities, m.hidden, kind=m.fusion, dropout=m.content_dropout,
-                                  rank=m.content_rank)
-        if m.variant == "fused-id":
-            item_side = GatedIdBlend(item_side, split.train_counts, m.hidden, id_dropout=m.id_dropout)
+        item_side = ContentIdItems(modalities, split.train_counts, m.hidden, use_ids=m.variant == "fused-id",
+                                   id_dropout=m.id_dropout)
     tower = build_tower(m)
     return SequentialRecommender(item_side, tower, m.max_len)
 

@@ -178,7 +178,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
             inputs, targets, in_mask = items[:, :-1], items[:, 1:], mask[:, 1:]
             skip = torch.tensor([k for _, k in chunk])[:, None]
             counted = in_mask & (torch.arange(in_mask.shape[1])[None, :] >= skip)
-            loss = model.loss(inputs, targets, in_mask, counted, held_out)
+            loss = model.loss(inputs, targets, in_mask, counted, held_out, exclude_seen=config.eval.exclude_seen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
