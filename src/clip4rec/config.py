@@ -31,6 +31,7 @@ class ModelConfig(Strict):
     llm_layers: int = Field(2, ge=1, le=30)     # smollm2: first N pretrained layers
     llm_train: Literal["full", "frozen", "lora"] = "lora"
     lora_rank: int = Field(8, ge=1)
+    llm_dtype: Literal["float32", "bfloat16"] = "float32"  # smollm2: dtype of the LM's matmuls (weights stay fp32)
     hidden: int = Field(64, ge=8)
     norm: Literal["pre", "post"] = "pre"   # scratch tower: pre-LN blocks (nanoGPT) or post-LN (SASRec/RecBole)
     layers: int = Field(2, ge=1)

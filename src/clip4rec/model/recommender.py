@@ -78,9 +78,21 @@ class SequentialRecommender(nn.Module):
     def user_vectors(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
         table = self.item_table() if table is None else table
         items, mask = pad_right(histories, self.max_len)
-        hidden = self.hidden_states(items, mask, table)
-        last = mask.sum(1) - 1
-        return hidden[torch.arange(len(last)), last.to(hidden.device)]
+        last_hidden = getattr(self.tower, "last_hidden", None)
+        if last_hidden is None:
+            hidden = self.hidden_states(items, mask, table)
+            last = mask.sum(1) - 1
+            return hidden[torch.arange(len(last)), last.to(hidden.device)]
+        # A tower that can compute its output at the last position alone (SmolLM2: the last layer at one
+        # position) does only that: a user vector is all serving and evaluation need.
+        items, mask = items.to(table.device), mask.to(table.device)
+        channel = getattr(self.item_side, "channel_dims", 0)
+        inputs = F.embedding(items.clamp(min=0), table[:, : table.shape[1] - channel]) * mask[..., None]
+        user = last_hidden(inputs, mask)
+        if channel:
+            rows = torch.arange(len(items), device=items.device)
+            user = torch.cat([user, self.item_side.profile(items, mask)[rows, mask.sum(1) - 1]], dim=-1)
+        return user
 
     @torch.inference_mode()
     def score(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:

@@ -65,7 +65,7 @@ def build_tower(m) -> torch.nn.Module:
         return CausalTransformer(m.hidden, m.layers, m.heads, m.dropout, m.max_len, post_norm=m.norm == "post")
     from clip4rec.model.user_llm import SmolLMTower
     return SmolLMTower(m.hidden, m.llm_layers, m.max_len, train_mode=m.llm_train, lora_rank=m.lora_rank,
-                       dropout=m.dropout)
+                       dropout=m.dropout, compute_dtype=m.llm_dtype)
 
 
 def load_modalities(stores: list[str], wanted: list[str], item_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
