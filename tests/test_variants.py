@@ -116,9 +116,13 @@ def test_content_items_start_at_the_pca_of_their_content():
     np.testing.assert_allclose(mapped.std(0, unbiased=False).numpy()[:2], 0.02, rtol=1e-3)
     weight, _ = content_pca_init(side.content.numpy(), 4, 0.02)
     np.testing.assert_array_equal(weight, content_pca_init(side.content.numpy(), 4, 0.02)[0])  # deterministic
-    # The content block is the centred, L2-normalised vectors (content-knn's view of the items).
+    # The content block holds the centred, L2-normalised vectors (content-knn's view of the items) on their
+    # principal directions: with all 10 kept, the cosines between items are exactly content-knn's.
     c = vectors.astype(np.float64) - vectors.mean(0)
-    np.testing.assert_allclose(side.content.numpy(), c / np.linalg.norm(c, axis=1, keepdims=True), atol=1e-5)
+    unit = c / np.linalg.norm(c, axis=1, keepdims=True)
+    block = side.content.numpy()
+    assert block.shape == (40, 10)
+    np.testing.assert_allclose(block @ block.T, unit @ unit.T, atol=1e-5)
 
 
 def test_content_variant_without_store_fails_clearly(ring, tmp_path):
