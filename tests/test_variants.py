@@ -192,3 +192,14 @@ def test_training_under_exclude_seen_leaves_each_positions_history_out_of_its_so
         [0, 0, 0, 0, 1],   # (1,1): read 2, 4; target 2 is a repeat and stays rankable
     ], dtype=torch.bool)
     assert torch.equal(seen, expected)
+
+
+def test_wide_content_keeps_its_top_principal_directions_and_new_items_are_projected_alike():
+    from clip4rec.model.item_side import CONTENT_DIMS
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 200)).astype(np.float32)
+    counts = np.ones(300, int)
+    side = ContentIdItems({"t": (vectors, np.ones(300, bool))}, counts, hidden=8, use_ids=False).eval()
+    assert side.content.shape == (300, CONTENT_DIMS) and side.channel_dims == CONTENT_DIMS
+    np.testing.assert_allclose(np.linalg.norm(side.content.numpy(), axis=1), 1.0, rtol=1e-5)
+    torch.testing.assert_close(side.vector_for({"t": vectors[11]}), side()[11], atol=1e-5, rtol=1e-5)
