@@ -30,7 +30,7 @@ def test_demo_report_says_it_is_short_grades_nothing_and_lists_runs(demo_report)
     md = (root / "report" / "report.md").read_text()
     assert "Command: `make demo`" in md
     assert "> A short demo: one seed, at most 2 epochs per variant" in md
-    assert "docs/results/ml100k_5seeds/report.md" in md
+    assert "docs/results/ml100k_content/report.md" in md
     goals = md.split("## Goals")[1].split("\n## ")[0]
     assert "**met**" not in goals and "**missed**" not in goals and "not graded by the short demo" in goals
     assert all(g["met"] is None for g in marked["goals"])
