@@ -291,3 +291,16 @@ def test_report_shows_each_comparison_once_epochs_as_integers_and_the_run_direct
     runs = md.split("## Run directories (relative to this report)")[1]
     assert "| loo | id | `runs/loo/id/seed0`, `runs/loo/id/seed1` |" in runs
     assert runs.count("`runs/") == 16
+
+
+def test_render_only_with_a_note_prints_it_under_the_title(grid, tmp_path):
+    root, _, _ = grid
+    copy = tmp_path / "noted"
+    copy.mkdir()
+    (copy / "report.json").write_text((root / "report" / "report.json").read_text())
+    result = CliRunner().invoke(app, ["compare", str(root / "ds"), "--out", str(copy), "--render-only",
+                                      "--note", "cells of seed 0 trained before the change"])
+    assert result.exit_code == 0, result.output
+    lines = (copy / "report.md").read_text().splitlines()
+    assert lines[0].startswith("# ") and "> cells of seed 0 trained before the change" in lines[:6]
+    assert json.loads((copy / "report.json").read_text())["note"] == "cells of seed 0 trained before the change"

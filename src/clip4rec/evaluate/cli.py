@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = typer.Option(None, "--time-limit", help="training wall-clock cap per run, s"),
         device: Optional[str] = typer.Option(None, "--device", help="training device: cpu | cuda | cuda:N"),
         quiet: bool = typer.Option(False, "--quiet", help="no per-epoch progress bars"),
+        note: Optional[str] = typer.Option(None, "--note", help="a line printed under the report's title "
+                                           "(e.g. what differs between its cells)"),
         render_only: bool = typer.Option(False, "--render-only",
                                          help="only rewrite report.md and the plots from OUT/report.json"),
     ) -> None:
@@ -36,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from clip4rec.evaluate.compare import compare, rerender
         if render_only:
             try:
-                report = rerender(out)
+                report = rerender(out, note=note)
             except FileNotFoundError as err:
                 typer.secho(str(err), fg="red", err=True)
                 raise typer.Exit(2)
@@ -50,7 +52,7 @@ def register(app: typer.Typer) -> None:
                                        "train.time_limit_s": time_limit, "train.device": device})
             report = compare(dataset, _names(variants), range(seed_base, seed_base + seeds), _names(splits),
                              list(store or []), cfg, out, command=_command_line(ctx), argv=sys.argv,
-                             progress=not quiet, log=typer.echo)
+                             progress=not quiet, log=typer.echo, note=note)
         except (ConfigError, ValueError, FileNotFoundError) as err:
             typer.secho(str(err), fg="red", err=True)
             raise typer.Exit(2)

@@ -247,7 +247,7 @@ def goals(agg: dict[str, Any], sig: dict[str, Any] | None = None) -> list[dict[s
 def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Sequence[int], splits: Sequence[str],
             stores: Sequence[str | Path], base_config: Config | None, out: str | Path, *,
             command: str | None = None, argv: Sequence[str] | None = None, progress: bool = False,
-            log: Log = print) -> dict[str, Any]:
+            log: Log = print, note: str | None = None) -> dict[str, Any]:
     """Train/evaluate the grid into ``out``/runs (resuming), write report.json, report.md and plots;
     returns the report dict. ``seeds``: a count N (seeds 0..N-1) or the seed values."""
     from clip4rec.data.dataset import Dataset
@@ -307,6 +307,8 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
         "cells": cells,
     }
     report["goals"] = goals(agg, report["significance"])
+    if note:
+        report["note"] = note
     report["plots"] = plots.write_plots(report, out)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
@@ -314,7 +316,7 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
     return report
 
 
-def rerender(out: str | Path) -> dict[str, Any]:
+def rerender(out: str | Path, note: str | None = None) -> dict[str, Any]:
     """Rewrite the plots and report.md of ``out`` from its report.json alone (no Run is read or trained), e.g.
     after a change to the rendering, or where the Runs' files are not on this machine."""
     from clip4rec.evaluate import plots
@@ -323,6 +325,8 @@ def rerender(out: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `clip4rec compare` first")
     report = json.loads(path.read_text())
+    if note:
+        report["note"] = note
     report["plots"] = plots.write_plots(report, out)
     path.write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
