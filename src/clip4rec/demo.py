@@ -30,7 +30,7 @@ DEMO_VARIANTS = ("pop", "content-knn", "id", "text", "fused", "fused-id")  # the
 SERVED_VARIANT = "fused-id"
 DEMO_LLM_TOKENS = 64
 DEMO_EPOCHS = 12
-FULL_REPORTS = ("docs/results/ml100k_content/report.md", "docs/results/ml100k_text_fused_seed0/report.md")
+FULL_REPORTS = ("docs/results/ml100k_content/report.md",)
 DEMO_ENCODERS = ("lite",)  # item-llm doubles the encoding time; the full reports use it
 # Minutes per stage on 2 quiet cores, printed as estimates: CPU time of a single-threaded run / 1.6 (what two
 # threads gain here), measured on a shared 2-core machine at load ~4 whose wall times were ~2.3x longer (README).
