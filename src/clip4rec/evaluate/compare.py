@@ -336,6 +336,8 @@ def rerender(out: str | Path, note: str | None = None) -> dict[str, Any]:
 # ---- Markdown (rendered from report.json alone, so it can be regenerated) ----------------------------
 def vectors_label(report: dict[str, Any], variant: str) -> str:
     src = report["item_vectors"].get(variant) or []
+    if variant == "pop":
+        return "training popularity (nothing learned)"
     return " + ".join(src) if src else "learned ID embeddings"
 
 

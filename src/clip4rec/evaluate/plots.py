@@ -21,6 +21,8 @@ OVERALL_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
 
 def _label(report: dict[str, Any], variant: str) -> str:
     src = report["item_vectors"].get(variant) or []
+    if variant == "pop":
+        return "pop (training popularity)"
     return f"{variant} ({' + '.join(src) if src else 'learned IDs'})"
 
 
