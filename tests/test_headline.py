@@ -1,0 +1,44 @@
+"""bench/headline.py: the README's headline table is rewritten from report.json, between its markers only."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "headline.py"
+
+
+def report(folder: Path) -> Path:
+    summary = lambda mean, lo, hi: {"mean": mean, "ci": [lo, hi], "ci_kind": "t over seeds"}  # noqa: E731
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps({
+        "dataset": {"path": "/data/toy"}, "grid": {"seeds": [0, 1]},
+        "item_vectors": {"id": [], "fused-id": ["lite:text"]},
+        "base_config": {"eval": {"exclude_seen": True}}, "command": "clip4rec compare toy",
+        "aggregate": {"cold": {
+            "id": {"metrics": {"overall": {"ndcg@10": summary(0.1, 0.09, 0.11), "recall@10": summary(0.2, 0.2, 0.2)},
+                               "cold": {"recall@10": summary(0.0, 0.0, 0.0)}, "tail": None, "head": None}},
+            "fused-id": {"metrics": {"overall": {"ndcg@10": summary(0.12, 0.1, 0.14)}, "cold": None,
+                                     "tail": None, "head": None}}}}}))
+    return folder
+
+
+def test_headline_table_replaces_only_the_marked_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nbefore\n<!-- headline:start -->\nold table\n<!-- headline:end -->\nafter\n")
+    subprocess.run([sys.executable, str(BENCH), str(report(tmp_path / "r")), "--readme", str(readme)], check=True)
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n<!-- headline:start -->\n") and text.endswith("<!-- headline:end -->\nafter\n")
+    assert "old table" not in text
+    assert "| toy | cold | id | learned IDs | 2 | 0.1000 ± 0.0100 | 0.2000 ± 0.0000 | 0.0000 ± 0.0000 | - | - |" in text
+    assert "| toy | cold | fused-id | lite:text | 2 | 0.1200 ± 0.0200 | - | - | - | - |" in text
+    assert "seen items excluded" in text
+
+
+def test_headline_refuses_a_readme_without_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no block\n")
+    run = subprocess.run([sys.executable, str(BENCH), str(report(tmp_path / "r")), "--readme", str(readme)],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "headline:start" in run.stderr
+    assert readme.read_text() == "# no block\n"
