@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from clip4rec.serve.app import BackgroundServer, create_app  # noqa: E402
 from clip4rec.serve.index import ExactIndex, FaissIndex, faiss_available, recall_vs_exact  # noqa: E402
-from clip4rec.serve.state import Limits, ServiceState  # noqa: E402
+from clip4rec.serve.state import Limits, ServeError, ServiceState  # noqa: E402
 from clip4rec.serve.toy import RingEncoder, build_toy, ring_vectors, train_toy_run  # noqa: E402
 
 N = 48
@@ -595,3 +595,15 @@ def test_faiss_options_reach_the_index(toy):
     flat = ServiceState.from_run(toy / "fused", index="faiss", index_options={"kind": "flat"})
     assert isinstance(flat.snapshot.index, FaissIndex) and flat.snapshot.index.kind == "flat"
     assert flat.health()["index"] == "faiss"
+
+
+def test_publish_accepts_vectors_as_wide_as_the_encoder_wrote_them():
+    # The content block keeps 128 principal directions, but a new item arrives as the encoder's raw vector.
+    from clip4rec.model.item_side import ContentIdItems
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(300, 200)).astype(np.float32)
+    side = ContentIdItems({"enc:text": (raw, np.ones(300, bool))}, np.ones(300, int), hidden=8, use_ids=True).eval()
+    content, ignored = ServiceState._resolve(None, side, {"text": raw[3].tolist(), "other": [1.0]})
+    assert ignored == ["other"] and content["enc:text"].shape == (200,)
+    with pytest.raises(ServeError, match="have 200"):
+        ServiceState._resolve(None, side, {"text": raw[3, :128].tolist()})

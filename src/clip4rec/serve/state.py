@@ -397,7 +397,7 @@ class ServiceState:
                 ignored.append(key)
                 continue
             name = matches[0]
-            dim = int(fusion.dims[fusion.names.index(name)])
+            dim = int(getattr(fusion, "raw_dims", fusion.dims)[fusion.names.index(name)])  # what the encoder wrote
             arr = np.asarray(values, dtype=np.float32)
             if arr.ndim != 1 or arr.shape[0] != dim:
                 raise ServeError(f"vector {key!r} has {arr.size} values; the Run's {name} vectors have {dim}")
