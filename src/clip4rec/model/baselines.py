@@ -76,6 +76,14 @@ class ContentKnnItems(nn.Module):
         return torch.from_numpy(np.concatenate(blocks, axis=1)[0])
 
 
+def normalised_blocks(x: torch.Tensor, dims: list[int], scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Each modality's block of the last dimension L2-normalised (times its scale), side by side."""
+    blocks = [F.normalize(b, dim=-1) for b in x.split(dims, dim=-1)]
+    if scales is not None:
+        blocks = [scale * b for scale, b in zip(scales, blocks)]
+    return torch.cat(blocks, dim=-1)
+
+
 class ProfileTower(nn.Module):
     """User vector at each position = the per-modality normalised sum of the item vectors so far (causal);
     the sequence it sees is already cut to the last max_len items."""
@@ -85,6 +93,4 @@ class ProfileTower(nn.Module):
         self.dims = dims
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        running = (inputs * mask[..., None]).cumsum(dim=1)
-        blocks = [F.normalize(b, dim=-1) for b in running.split(self.dims, dim=-1)]
-        return torch.cat(blocks, dim=-1) / len(self.dims) ** 0.5
+        return normalised_blocks((inputs * mask[..., None]).cumsum(dim=1), self.dims) / len(self.dims) ** 0.5

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clip4rec.model.baselines import centred_unit
+from clip4rec.model.baselines import centred_unit, normalised_blocks
 
 
 class IdItemTable(nn.Module):
@@ -113,9 +113,7 @@ class ContentIdItems(nn.Module):
         """[B, L, channel_dims]: per modality, its knn_scale x the normalised sum of the history's content
         vectors so far (causal), so that profile . c_i = sum_m knn_scale_m * cos_m / sqrt(M)."""
         history = (F.embedding(items.clamp(min=0), self.content) * mask[..., None]).cumsum(dim=1)
-        blocks = [scale * F.normalize(block, dim=-1)
-                  for scale, block in zip(self.knn_scale, history.split(self.dims, dim=-1))]
-        return torch.cat(blocks, dim=-1)
+        return normalised_blocks(history, self.dims, self.knn_scale)
 
     def vector_for(self, content: dict[str, np.ndarray], index: int | None = None) -> torch.Tensor:
         """Scoring-table row of a new item from raw encoder vectors by modality name (missing: zero). For a
