@@ -37,15 +37,19 @@ class SequentialRecommender(nn.Module):
         """User vectors at every position: the tower's output, followed by the item side's content profile
         when it has one (ContentIdItems: its knn term). The tower reads `inputs_from` (default: the table's
         first columns, where a content item side keeps the vectors the tower reads)."""
-        items, mask = items.to(table.device), mask.to(table.device)
-        channel = getattr(self.item_side, "channel_dims", 0)
-        if inputs_from is None:
-            inputs_from = table[:, : table.shape[1] - channel]
-        inputs = F.embedding(items.clamp(min=0), inputs_from) * mask[..., None]
+        items, mask, inputs = self._tower_inputs(items, mask, table, inputs_from)
         hidden = self.tower(inputs, mask)
-        if channel:
+        if getattr(self.item_side, "channel_dims", 0):
             hidden = torch.cat([hidden, self.item_side.profile(items, mask)], dim=-1)
         return hidden
+
+    def _tower_inputs(self, items: torch.Tensor, mask: torch.Tensor, table: torch.Tensor,
+                      inputs_from: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(items, mask, item vectors the tower reads), on the table's device."""
+        items, mask = items.to(table.device), mask.to(table.device)
+        if inputs_from is None:
+            inputs_from = table[:, : table.shape[1] - getattr(self.item_side, "channel_dims", 0)]
+        return items, mask, F.embedding(items.clamp(min=0), inputs_from) * mask[..., None]
 
     def loss(self, items: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
              counted: torch.Tensor | None = None, held_out: torch.Tensor | None = None,
@@ -85,11 +89,9 @@ class SequentialRecommender(nn.Module):
             return hidden[torch.arange(len(last)), last.to(hidden.device)]
         # A tower that can compute its output at the last position alone (SmolLM2: the last layer at one
         # position) does only that: a user vector is all serving and evaluation need.
-        items, mask = items.to(table.device), mask.to(table.device)
-        channel = getattr(self.item_side, "channel_dims", 0)
-        inputs = F.embedding(items.clamp(min=0), table[:, : table.shape[1] - channel]) * mask[..., None]
+        items, mask, inputs = self._tower_inputs(items, mask, table)
         user = last_hidden(inputs, mask)
-        if channel:
+        if getattr(self.item_side, "channel_dims", 0):
             rows = torch.arange(len(items), device=items.device)
             user = torch.cat([user, self.item_side.profile(items, mask)[rows, mask.sum(1) - 1]], dim=-1)
         return user
