@@ -268,6 +268,11 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
                               "one top-k per request. Items can be added live from their encoder vectors.")
     metrics = Metrics()
     batcher = Batcher(state, max_batch)
+    metrics.gauges({"items": ("Items in the served catalog.", lambda: state.snapshot.n),
+                    "published_items": ("Items added through POST /items.", lambda: len(state.published)),
+                    "recommend_batches": ("Batches run by the /recommend batcher.", lambda: batcher.batches),
+                    "recommend_batched_requests": ("Requests answered through those batches.",
+                                                   lambda: batcher.requests)})
     app.state.service, app.state.metrics, app.state.batcher = state, metrics, batcher
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: times everything
@@ -358,14 +363,7 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
     def prometheus() -> Response:
-        snap = state.snapshot
-        text = metrics.render({"items": ("Items in the served catalog.", snap.n),
-                               "published_items": ("Items added through POST /items.", len(state.published)),
-                               "recommend_batches": ("Batches run by the /recommend batcher.", batcher.batches),
-                               "recommend_batched_requests": ("Requests answered through those batches.",
-                                                              batcher.requests),
-                               "uptime_seconds": ("Seconds since the service started.", time.time() - metrics.started)})
-        return Response(text, media_type=CONTENT_TYPE)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -1,76 +1,60 @@
-"""Request counts and a latency histogram in the Prometheus text exposition format (0.0.4), no dependency.
+"""Request counts, a latency histogram and service gauges for GET /metrics, through ``prometheus_client``.
 
-Labels are the route *template* (``/items/{item_id}/similar``), never the raw path, so a scan of random URLs
-cannot grow the label set without bound; requests that match no route are counted under ``<unmatched>``.
+Each app gets its own ``CollectorRegistry`` (not the process-wide default), so several services in one process
+(tests, benchmarks) never share or double-register series. Labels are the route *template*
+(``/items/{item_id}/similar``), never the raw path, so a scan of random URLs cannot grow the label set without
+bound; requests that match no route are counted under ``<unmatched>``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+PREFIX = "clip4rec"
+
+# name -> help; the values are read from the service at scrape time (see `Metrics.gauges`)
+Gauges = dict[str, tuple[str, Callable[[], float]]]
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _ScrapeTimeGauges(Collector):
+    """Gauges whose values are computed when /metrics is read (catalog size, batcher counts, uptime)."""
+
+    def __init__(self, gauges: Gauges) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        for name, (help_, read) in self.gauges.items():
+            yield GaugeMetricFamily(f"{PREFIX}_{name}", help_, value=float(read()))
 
 
 class Metrics:
-    def __init__(self, prefix: str = "clip4rec") -> None:
-        self.prefix = prefix
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, str], int] = defaultdict(int)
-        self._buckets: dict[tuple[str, str], list[int]] = {}
-        self._sums: dict[tuple[str, str], float] = defaultdict(float)
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(f"{PREFIX}_http_requests", "HTTP requests by method, route and status code.",
+                                ("method", "path", "status"), registry=self.registry)
+        self.duration = Histogram(f"{PREFIX}_http_request_duration_seconds",
+                                  "Time from request start to last response byte.", ("method", "path"),
+                                  buckets=BUCKETS, registry=self.registry)
         self.started = time.time()
 
     def observe(self, method: str, path: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self._counts[(method, path, str(status))] += 1
-            key = (method, path)
-            buckets = self._buckets.setdefault(key, [0] * (len(BUCKETS) + 1))
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
-                    break
-            else:
-                buckets[-1] += 1
-            self._sums[key] += seconds
+        self.requests.labels(method, path, str(status)).inc()
+        self.duration.labels(method, path).observe(seconds)
 
-    def count(self, path: str, status: int | None = None) -> int:
-        with self._lock:
-            return sum(n for (_, p, s), n in self._counts.items() if p == path and (status is None or s == str(status)))
+    def gauges(self, gauges: Gauges) -> None:
+        """Register gauges read at scrape time; uptime is always one of them."""
+        self.registry.register(_ScrapeTimeGauges(
+            {**gauges, "uptime_seconds": ("Seconds since the service started.", lambda: time.time() - self.started)}))
 
-    def render(self, gauges: dict[str, tuple[str, float]] | None = None) -> str:
-        p = self.prefix
-        lines = [f"# HELP {p}_http_requests_total HTTP requests by method, route and status code.",
-                 f"# TYPE {p}_http_requests_total counter"]
-        with self._lock:
-            counts = dict(self._counts)
-            buckets = {k: list(v) for k, v in self._buckets.items()}
-            sums = dict(self._sums)
-        for (method, path, status), n in sorted(counts.items()):
-            lines.append(f'{p}_http_requests_total{{method="{_label(method)}",path="{_label(path)}",'
-                         f'status="{status}"}} {n}')
-        lines += [f"# HELP {p}_http_request_duration_seconds Time from request start to last response byte.",
-                  f"# TYPE {p}_http_request_duration_seconds histogram"]
-        for (method, path), counts_ in sorted(buckets.items()):
-            labels = f'method="{_label(method)}",path="{_label(path)}"'
-            cumulative = 0
-            for bound, n in zip(BUCKETS, counts_):
-                cumulative += n
-                lines.append(f'{p}_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {cumulative}')
-            cumulative += counts_[-1]
-            lines.append(f'{p}_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {cumulative}')
-            lines.append(f"{p}_http_request_duration_seconds_sum{{{labels}}} {sums[(method, path)]:.6f}")
-            lines.append(f"{p}_http_request_duration_seconds_count{{{labels}}} {cumulative}")
-        for name, (help_, value) in (gauges or {}).items():
-            lines += [f"# HELP {p}_{name} {help_}", f"# TYPE {p}_{name} gauge", f"{p}_{name} {value:g}"]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 class MetricsMiddleware:
