@@ -28,6 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE.parent))  # tests.support: the generated catalog
 
 from clip4rec.data.dataset import Dataset  # noqa: E402
 from clip4rec.encode.encoders import load_encoder  # noqa: E402
@@ -43,7 +44,7 @@ def catalog(data: Path | None, items: int, tmp: Path) -> tuple[Dataset, str]:
         ds = import_dataset("ml100k-posters", str(posters))
         source = f"ml100k-posters (first {items} items)"
     else:
-        from clip4rec.encode.testing import make_catalog
+        from tests.support.catalog import make_catalog
         make_catalog(tmp / "synthetic", n=items, bad=False)
         ds = Dataset.load(tmp / "synthetic" / "dataset")
         source = f"synthetic catalog ({items} items; ML-100K posters not found)"

@@ -42,6 +42,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # tests.support: the generated ring catalog
 
 from clip4rec.serve.state import ServiceState  # noqa: E402
 
@@ -57,7 +58,7 @@ def tower_label(tower: str) -> str:
 
 # ---- the catalogs ------------------------------------------------------------------------------------------
 def train_runs(work: Path, epochs: int, towers: list[str], llm_layers: int) -> dict[str, Path]:
-    from clip4rec.serve.toy import build_toy, toy_config
+    from tests.support.toy import build_toy, toy_config
     from clip4rec.train.run import train
     root = build_toy(work, n_items=1000, n_users=400, images=False, min_len=20, max_len=60)
     wanted = {v: (v, "scratch") for v in VARIANTS}
@@ -171,7 +172,8 @@ def breakdown(state: ServiceState, hist: list[list[str]]) -> dict[str, float]:
 
 def faiss_row(run: Path, n: int, hist: list[list[str]], exact: ServiceState, nprobe: int, kind: str = "ivf"
               ) -> dict | None:
-    from clip4rec.serve.index import faiss_available, recall_vs_exact
+    from clip4rec.serve.index import faiss_available
+    from tests.support.recall import recall_vs_exact
     if not faiss_available():
         return None
     t0 = time.perf_counter()

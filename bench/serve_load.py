@@ -34,13 +34,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # tests.support: the generated ring catalog
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serve_latency import free_port, pct, run_async, send_all  # noqa: E402
 
 
 def train_run(work: Path) -> Path:
-    from clip4rec.serve.toy import build_toy, train_toy_run
+    from tests.support.toy import build_toy, train_toy_run
     out = work / "fused-id"
     if not (out / "metrics.json").exists():
         root = build_toy(work, n_items=300, n_users=400, min_len=8, max_len=30)

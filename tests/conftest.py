@@ -10,14 +10,14 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A real CLIPModel folder (tiny, random weights): the encode tests' cheapest real encoder."""
-    from clip4rec.encode.testing import make_tiny_clip
+    from tests.support.catalog import make_tiny_clip
     return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 @pytest.fixture(scope="session")
 def catalog(tmp_path_factory):
     """A Dataset of 24 good items plus one of each kind of bad input (read-only: tests must not modify it)."""
-    from clip4rec.encode.testing import make_catalog
+    from tests.support.catalog import make_catalog
     root = tmp_path_factory.mktemp("cat")
     make_catalog(root, n=24)
     return root / "dataset"

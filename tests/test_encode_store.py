@@ -20,9 +20,10 @@ pytest.importorskip("transformers")
 from clip4rec.data.dataset import Dataset
 from clip4rec.encode import EmbeddingStore, encode_dataset
 from clip4rec.encode.encoders import load_encoder
-from clip4rec.encode.testing import BAD_IMAGE_REASONS
+from tests.support.catalog import BAD_IMAGE_REASONS
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+ROOT = Path(__file__).resolve().parents[1]
+SRC = str(ROOT / "src")
 
 
 def _files(store: Path) -> dict[str, bytes]:
@@ -116,9 +117,9 @@ def test_kill9_mid_encode_then_resume_equals_uninterrupted_run(tiny_clip, catalo
     encode_dataset(catalog, encoder=str(tiny_clip), out=ref, batch_size=4, workers=2, progress=False,
                    log=lambda m: None)
 
-    slow = {**env, "CLIP4REC_ENCODE_SLOW_S": "0.3"}
-    proc = subprocess.Popen(_encode_cmd(catalog, tiny_clip, killed), env=slow, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    # the same encode, pausing after each shard (tests/support/slow_encode.py), so that it is killed mid-way
+    slow = [sys.executable, "-m", "tests.support.slow_encode", str(catalog), str(tiny_clip), str(killed)]
+    proc = subprocess.Popen(slow, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = killed / ".work" / "clip"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(work.glob("image-*/shard-*.safetensors"))) < 2:

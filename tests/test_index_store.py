@@ -17,7 +17,7 @@ from clip4rec.cli import app as cli  # noqa: E402
 from clip4rec.serve.index import FaissIndex  # noqa: E402
 from clip4rec.serve.index_store import StaleIndexError, build_and_save, load_persisted  # noqa: E402
 from clip4rec.serve.state import ServiceState  # noqa: E402
-from clip4rec.serve.toy import build_toy, ring_vectors, train_toy_run  # noqa: E402
+from tests.support.toy import build_toy, ring_vectors, train_toy_run  # noqa: E402
 
 N = 48
 

@@ -21,10 +21,12 @@ pytest.importorskip("httpx", reason="the serve extra is not installed (pip insta
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from clip4rec.serve.app import BackgroundServer, create_app  # noqa: E402
-from clip4rec.serve.index import ExactIndex, FaissIndex, faiss_available, recall_vs_exact  # noqa: E402
+from clip4rec.serve.app import create_app  # noqa: E402
+from clip4rec.serve.index import ExactIndex, FaissIndex, faiss_available  # noqa: E402
 from clip4rec.serve.state import Limits, ServeError, ServiceState  # noqa: E402
-from clip4rec.serve.toy import RingEncoder, build_toy, ring_vectors, train_toy_run  # noqa: E402
+from tests.support.recall import recall_vs_exact  # noqa: E402
+from tests.support.server import BackgroundServer  # noqa: E402
+from tests.support.toy import RingEncoder, build_toy, ring_vectors, train_toy_run  # noqa: E402
 
 N = 48
 

@@ -48,8 +48,6 @@ from clip4rec.encode.store import (FORMAT_VERSION, ModalityFile, encode_ids, mod
                                    read_manifest, write_manifest)
 from clip4rec.encode.text import compose_text, text_hash
 
-SLOW_ENV = "CLIP4REC_ENCODE_SLOW_S"  # test hook: sleep this long after each shard (to kill a run mid-way)
-
 
 @dataclass
 class EncodeReport:
@@ -349,7 +347,6 @@ def _plan_kind(enc_name: str, kind: str, outputs: dict[str, int], root: Path, id
 def _compute_shards(engine: Engine, enc: Encoder, spec: EncoderSpec, fingerprint: str, plans: list[_KindPlan],
                     ids: list[str], progress: bool) -> None:
     """Let the engine compute every pending batch; write each one's shard (atomically) as it arrives."""
-    slow = float(os.environ.get(SLOW_ENV, "0") or 0)
     works = [p.work for p in plans]
     left_rows = sum(w.rows for w in works)
     bar = None
@@ -368,8 +365,6 @@ def _compute_shards(engine: Engine, enc: Encoder, spec: EncoderSpec, fingerprint
             st.save(plan.shard_path[b], tensors, {"reasons": json.dumps(res.reasons, ensure_ascii=False)})
             if bar is not None:
                 bar.update(len(rows))
-            if slow:
-                time.sleep(slow)
     finally:
         if bar is not None:
             bar.close()

@@ -63,7 +63,7 @@ class FaissIndex:
 
     `kind="ivf"` (default): IndexIVFFlat with ~sqrt(n) lists, `nprobe` probed per query (tables under 1000 rows
     get flat: too few points to train lists). `kind="hnsw"`: IndexHNSWFlat, graph with `m` links per node,
-    `ef_construction` at build, `ef_search` per query. Both approximate: `recall_vs_exact` measures them.
+    `ef_construction` at build, `ef_search` per query. Both approximate: bench/serve_latency.py measures their recall.
     `kind="flat"`: IndexFlatIP, exact (a baseline). `clip4rec index` persists one beside a Run (index_store.py).
     """
 
@@ -151,13 +151,3 @@ def build_index(table: torch.Tensor, index: IndexKind = "exact", **options) -> E
     if index == "faiss":
         return FaissIndex(table, **options)
     raise ValueError(f"unknown index {index!r}; use exact or faiss")
-
-
-def recall_vs_exact(index: TopK, table: torch.Tensor, queries: torch.Tensor, k: int = 10) -> float:
-    """Mean |approx top-k ∩ exact top-k| / k over the query vectors (1.0 for an exact index)."""
-    exact = ExactIndex(table)
-    hits = 0
-    for q in queries:
-        truth = set(exact.search(q, k)[0].tolist())
-        hits += len(truth & set(index.search(q, k)[0].tolist()))
-    return hits / (k * len(queries)) if len(queries) else float("nan")

@@ -96,7 +96,7 @@ def make_catalog(root: str | os.PathLike[str], n: int = 24, seed: int = 0, bad: 
     items = pd.DataFrame(rows)
     inter = pd.DataFrame({"user_id": ["u1"] * len(rows), "item_id": [r["item_id"] for r in rows],
                           "timestamp": list(range(len(rows)))})
-    ds = Dataset(items, inter, meta={"source": "clip4rec.encode.testing.make_catalog"})
+    ds = Dataset(items, inter, meta={"source": "tests.support.catalog.make_catalog"})
     ds.save(root / "dataset")
     return ds
 

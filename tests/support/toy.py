@@ -46,7 +46,7 @@ class RingEncoder(Encoder):
         self.note = "toy ring encoder (tests/benchmarks), not a real model"
 
     def identity(self) -> dict[str, Any]:
-        return {"source": "clip4rec.serve.toy", "n_items": self.n_items}
+        return {"source": "tests.support.toy", "n_items": self.n_items}
 
     def encode_images(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         rgb = pixels.mean(axis=(2, 3))  # [B, 3] in 0..1; black/white text does not move the hue
