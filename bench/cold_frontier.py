@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip4rec.evaluate.ranking import rank_cases
+from clip4rec.ranking import rank_cases
 from clip4rec.evaluate.segments import evaluate_rankings
 from clip4rec.train.run import load_run
 

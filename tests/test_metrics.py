@@ -7,15 +7,14 @@ import torch
 
 from clip4rec.evaluate.metrics import (
     bootstrap_ci,
-    case_metrics,
     coverage_at_k,
     gini_exposure,
     intra_list_diversity,
     summarize,
 )
-from clip4rec.evaluate.ranking import Rankings, rank_cases
 from clip4rec.evaluate.report import metrics_table
 from clip4rec.evaluate.segments import evaluate_rankings, head_items, segment_masks
+from clip4rec.ranking import Rankings, case_metrics, rank_cases
 
 
 def fixed_scores(matrix):

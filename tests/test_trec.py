@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip4rec.evaluate.metrics import case_metrics, summarize
-from clip4rec.evaluate.ranking import rank_cases
+from clip4rec.evaluate.metrics import summarize
+from clip4rec.ranking import case_metrics, rank_cases
 from clip4rec.evaluate.trec import metrics_from_trec, read_qrels, read_run, write_qrels, write_run
 
 KS = (5, 10, 20)

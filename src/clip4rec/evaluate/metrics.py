@@ -1,5 +1,5 @@
-"""Accuracy metrics from full ranks (leave-one-out: one target per case) and beyond-accuracy metrics
-from top-k lists.
+"""Summaries of per-case metrics (means, bootstrap CIs over users) and beyond-accuracy metrics from top-k
+lists; the per-case metrics of a rank are `clip4rec.ranking.case_metrics`.
 
 Per-case values are kept (not only means) so that segments and bootstrap CIs are computed from the
 same numbers. With a single target, recall@k == hr@k; both names are reported because papers use both.
@@ -7,27 +7,9 @@ same numbers. With a single target, recall@k == hr@k; both names are reported be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-PerCase = dict[str, np.ndarray]
-
-
-def case_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> PerCase:
-    """Per-case recall@k, ndcg@k, hr@k for each k, and mrr (1/rank over the full ranking, no cutoff)."""
-    r = np.asarray(ranks, dtype=np.int64)
-    if r.size and r.min() < 1:
-        raise ValueError("ranks are 1-based; got a rank < 1")
-    rf = r.astype(np.float64)
-    out: PerCase = {}
-    for k in ks:
-        hit = (r <= k).astype(np.float64)
-        out[f"recall@{k}"] = hit
-        out[f"ndcg@{k}"] = np.where(r <= k, 1.0 / np.log2(rf + 1.0), 0.0)
-        out[f"hr@{k}"] = hit.copy()
-    out["mrr"] = 1.0 / rf
-    return out
+from clip4rec.ranking import PerCase
 
 
 def _select(per_case: PerCase, mask: np.ndarray | None) -> PerCase:

@@ -17,13 +17,12 @@ import numpy as np
 
 from clip4rec.evaluate.metrics import (
     bootstrap_ci,
-    case_metrics,
     coverage_at_k,
     gini_exposure,
     intra_list_diversity,
     summarize,
 )
-from clip4rec.evaluate.ranking import Rankings
+from clip4rec.ranking import Rankings, case_metrics
 
 SEGMENTS = ("overall", "warm", "cold", "head", "tail")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clip4rec.evaluate.ranking import Rankings
+from clip4rec.ranking import Rankings
 
 
 def _check_ids(user_ids: Sequence[str]) -> None:

@@ -24,7 +24,7 @@ from clip4rec import __version__
 from clip4rec.config import Config
 from clip4rec.data.dataset import Dataset
 from clip4rec.data.splits import Split, make_split
-from clip4rec.evaluate.ranking import rank_cases
+from clip4rec.ranking import rank_cases
 from clip4rec.evaluate.segments import evaluate_rankings
 from clip4rec.evaluate.trec import write_qrels, write_run
 from clip4rec.machine import machine_info

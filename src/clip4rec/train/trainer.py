@@ -18,9 +18,8 @@ from tqdm import tqdm
 
 from clip4rec.config import Config
 from clip4rec.data.splits import Split
-from clip4rec.evaluate.metrics import case_metrics
-from clip4rec.evaluate.ranking import rank_cases
 from clip4rec.model.recommender import SequentialRecommender, pad_right
+from clip4rec.ranking import case_metrics, rank_cases
 
 CHECKPOINT = "checkpoint.pt"
 BEST_WEIGHTS = "model.safetensors"

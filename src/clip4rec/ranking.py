@@ -1,4 +1,8 @@
-"""Full ranking of every item for each evaluation case (no sampled negatives).
+"""The ranking kernel shared by training (validation), evaluation and bench: full ranking of every item for
+each evaluation case (no sampled negatives), and the per-case metrics of a target's rank.
+
+It sits below the stages (it imports none of them), so that train's validation and evaluate's test read
+ranks and NDCG the same way without train importing evaluate.
 
 One evaluation case = (history, target). The ranker calls a model's ``score_fn`` on batches of
 histories, ranks *all* ``n_items`` items and records, per case, the full rank of the target plus the
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+PerCase = dict[str, np.ndarray]
 ScoreFn = Callable[[list[np.ndarray]], torch.Tensor | np.ndarray]
 
 
@@ -156,3 +161,19 @@ def _top_depth(
     vals = scores.gather(1, idx.clamp(max=n_items - 1)).masked_fill(is_pad, float("-inf"))
     vals, perm = vals.sort(dim=1, descending=True, stable=True)
     return idx.gather(1, perm).masked_fill(is_pad.gather(1, perm), -1), vals
+
+
+def case_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> PerCase:
+    """Per-case recall@k, ndcg@k, hr@k for each k, and mrr (1/rank over the full ranking, no cutoff)."""
+    r = np.asarray(ranks, dtype=np.int64)
+    if r.size and r.min() < 1:
+        raise ValueError("ranks are 1-based; got a rank < 1")
+    rf = r.astype(np.float64)
+    out: PerCase = {}
+    for k in ks:
+        hit = (r <= k).astype(np.float64)
+        out[f"recall@{k}"] = hit
+        out[f"ndcg@{k}"] = np.where(r <= k, 1.0 / np.log2(rf + 1.0), 0.0)
+        out[f"hr@{k}"] = hit.copy()
+    out["mrr"] = 1.0 / rf
+    return out
