@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE.parent))  # tests.support: the generated catalog
 from clip4rec.data.dataset import Dataset  # noqa: E402
 from clip4rec.encode.encoders import load_encoder  # noqa: E402
 from clip4rec.encode.images import load_image  # noqa: E402
+from clip4rec.config import EncodeConfig  # noqa: E402
 from clip4rec.encode.pipeline import encode_dataset  # noqa: E402
 from clip4rec.encode.text import compose_text  # noqa: E402
 
@@ -96,7 +97,7 @@ def main() -> None:
             raw_times.append(raw_forward(enc, pixels, texts))
             store = tmp / f"store{rep}"
             t0 = time.perf_counter()
-            encode_dataset(ds, encoder=enc, out=store, batch_size=bs, progress=False, log=lambda m: None)
+            encode_dataset(ds, encoder=enc, out=store, settings=EncodeConfig(batch_size=bs), progress=False, log=lambda m: None)
             pipe_times.append(time.perf_counter() - t0)
             shutil.rmtree(store, ignore_errors=True)
             print(f"repeat {rep}: raw {raw_times[-1]:.1f}s, pipeline {pipe_times[-1]:.1f}s", flush=True)

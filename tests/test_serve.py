@@ -22,6 +22,7 @@ pytest.importorskip("httpx", reason="the serve extra is not installed (pip insta
 from fastapi.testclient import TestClient  # noqa: E402
 
 from clip4rec.serve.app import create_app  # noqa: E402
+from clip4rec.config import EncodeConfig, EngineConfig  # noqa: E402
 from clip4rec.serve.index import ExactIndex, FaissIndex, faiss_available  # noqa: E402
 from clip4rec.serve.state import Limits, ServeError, ServiceState  # noqa: E402
 from tests.support.recall import recall_vs_exact  # noqa: E402
@@ -397,7 +398,8 @@ def test_cli_publish_pushes_newly_encoded_items_to_a_running_service(toy, tmp_pa
     for name in ("i12.png", "i36.png"):
         (tmp_path / "ds" / "posters").mkdir(exist_ok=True)
         (tmp_path / "ds" / "posters" / name).write_bytes((toy / "ds" / "posters" / name).read_bytes())
-    encode_dataset(tmp_path / "ds", RingEncoder(N), tmp_path / "store", progress=False, log=lambda m: None, workers=1)
+    encode_dataset(tmp_path / "ds", RingEncoder(N), tmp_path / "store", EncodeConfig(engine=EngineConfig(workers=1)),
+                   progress=False, log=lambda m: None)
     state = ServiceState.from_run(toy / "fused")
     with BackgroundServer(create_app(state)) as server:
         result = CliRunner().invoke(cli, ["publish", str(tmp_path / "store"), "--url", server.url,

@@ -41,7 +41,7 @@ def no_network(*args, **kwargs):
 @pytest.fixture(scope="module")
 def two_layers():
     """The first two layers, loaded with every outgoing connection refused (offline by construction)."""
-    from clip4rec.encode.encoders.item_llm import dequantised_dir, find_gguf
+    from clip4rec.pretrained import dequantised_dir, find_gguf
     from clip4rec.model.user_llm import load_smollm2_layers
 
     dequantised_dir(find_gguf())  # de-quantises once if the cache is cold (reads only the packaged GGUF)
@@ -75,7 +75,7 @@ def batch(seed: int = 0, b: int = 4, length: int = 10) -> tuple[torch.Tensor, to
 def test_loads_first_layers_offline_from_the_packaged_weights(two_layers):
     from safetensors import safe_open
 
-    from clip4rec.encode.encoders.item_llm import cache_root, dequantised_dir, find_gguf
+    from clip4rec.pretrained import cache_root, dequantised_dir, find_gguf
     from clip4rec.model.user_llm import load_smollm2_layers
 
     folder, _ = dequantised_dir(find_gguf())
@@ -201,8 +201,8 @@ def test_bfloat16_compute_stays_close_and_keeps_float32_weights(one_layer):
 
 @pytest.fixture(scope="module")
 def smollm2_run(tmp_path_factory):
+    from clip4rec.api import train
     from clip4rec.config import Config
-    from clip4rec.train.run import train
     from tests.ring_data import save_ring_dataset
 
     root = save_ring_dataset(tmp_path_factory.mktemp("ring"), 40, 80, (6, 11), seed=4)
@@ -219,25 +219,26 @@ def smollm2_run(tmp_path_factory):
 def test_saved_smollm2_run_reloads_to_identical_scores(smollm2_run):
     from safetensors.torch import load_file
 
+    from clip4rec.model.artifact import Run
     from clip4rec.model.user_llm import LoRALinear, SmolLMTower
-    from clip4rec.train.run import load_run
 
     run, metrics = smollm2_run
-    config, _, split, model = load_run(run)
-    assert config.model.backbone == "smollm2" and isinstance(model.tower, SmolLMTower)
+    saved = Run.load(run)  # its cases, item ids and model
+    model = saved.model
+    assert saved.config.model.backbone == "smollm2" and isinstance(model.tower, SmolLMTower)
     assert isinstance(model.tower.llm.layers[0].self_attn.q_proj, LoRALinear) and len(model.tower.llm.layers) == 1
     assert float(model.tower.llm.layers[0].self_attn.q_proj.lora_b.detach().abs().sum()) > 0  # trained weights came back
     table = model.item_table().detach()
     assert torch.equal(table, load_file(run / "item_table.safetensors")["item_table"])
-    scores = model.score(split.test.histories, table)
-    assert torch.equal(scores, load_run(run)[3].score(split.test.histories, table))  # twice, same numbers
+    scores = model.score(saved.test.histories, table)
+    assert torch.equal(scores, Run.load(run).model.score(saved.test.histories, table))  # twice, same numbers
     # the scores written at training time (TREC run, 9 significant digits = exact float32) are reproduced
     written: dict[tuple[str, str], float] = {}
     for line in (run / "test.run.trec").read_text().splitlines():
         user, _, item, _, score, _ = line.split()
         written[user, item] = float(score)
-    index = {item: i for i, item in enumerate(split.item_ids)}
-    assert len(written) == len(split.test.user_ids) * 40
-    for row, user in enumerate(split.test.user_ids):
-        for item in split.item_ids:
+    index = {item: i for i, item in enumerate(saved.item_ids)}
+    assert len(written) == len(saved.test.user_ids) * 40
+    for row, user in enumerate(saved.test.user_ids):
+        for item in saved.item_ids:
             assert np.float32(written[user, item]) == scores[row, index[item]].item(), (user, item)

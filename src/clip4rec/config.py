@@ -72,12 +72,114 @@ class EvalConfig(Strict):
     batch_size: int = Field(1024, ge=1)
 
 
+# ---- stage 1 (encode) and the online stage (serve) ------------------------------------------------------------
+# Each choice is named once, here; the code that acts on it imports the name.
+EngineName = Literal["local", "ray"]
+DecodePool = Literal["thread", "process"]
+AlignMethod = Literal["cca", "infonce"]
+HeadArch = Literal["linear", "mlp"]
+ClipDtype = Literal["float32", "float16", "bfloat16"]
+IndexKind = Literal["exact", "faiss"]                         # a top-k index built in memory
+IndexChoice = Literal["auto", "exact", "faiss", "persisted"]  # what `serve --index` may ask for
+FaissKind = Literal["ivf", "hnsw", "flat"]
+
+
+class EncoderOptions(Strict):
+    """Options handed to the encoder's constructor; only those given are passed (each encoder takes its own)."""
+
+    model: str | None = None                        # clip: hub id or local folder
+    threads: int | None = Field(None, ge=1)         # torch intra-op threads
+    device: str | None = None                       # clip: torch device
+    dtype: ClipDtype | None = None                  # clip: its vectors get their own fingerprint
+    max_tokens: int | None = Field(None, ge=1)      # item-llm: text truncation
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class AlignConfig(Strict):
+    """lite's image/text alignment heads (encode/align.py). Field order is the stored spec's key order."""
+
+    image_inputs: list[str] = ["image", "image_mid"]
+    text_inputs: list[str] = ["text"]
+    # "cca": ridge-regularised CCA (closed form, linear heads; measured best here) or
+    # "infonce": heads trained with symmetric InfoNCE (linear or mlp), full batch
+    method: AlignMethod = "cca"
+    cca_dim: int = Field(32, ge=1)      # cca: shared-space size
+    cca_reg: float = Field(10.0, ge=0)  # cca: ridge added to the whitening, relative to the mean eigenvalue
+    cca_pca: int = Field(256, ge=1)     # cca: PCA components kept per side before CCA
+    arch: HeadArch = "linear"           # infonce: one linear layer, or one hidden layer (GELU)
+    hidden: int = Field(512, ge=1)
+    out_dim: int = Field(256, ge=1)
+    epochs: int = Field(300, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    temperature: float = Field(0.07, gt=0)  # initial; learned
+    batch: int = Field(0, ge=0)             # 0 = full batch
+    seed: int = 0
+
+
+class EngineConfig(Strict):
+    """How pending batches are computed (encode/engines): ``local`` in this process, or ``ray``."""
+
+    name: EngineName = "local"
+    workers: int | None = Field(None, ge=1)   # local: image decode workers (default min(4, cpus))
+    decode: DecodePool = "thread"             # local: decode worker pool kind
+    prefetch: int = Field(2, ge=1)            # local: batches decoded ahead of the model
+    address: str | None = None                # ray: an existing cluster; None starts a local Ray
+    actors: int | None = Field(None, ge=1)    # ray: model actors (default: one per GPU, else the CPUs left)
+    actor_cpus: float = Field(1.0, gt=0)      # ray: CPUs (= torch threads) per model actor
+    actor_gpus: float = Field(0.0, ge=0)      # ray: GPUs per model actor
+    decode_cpus: float = Field(1.0, gt=0)     # ray: CPUs per decode task
+    num_cpus: int | None = Field(None, ge=1)  # ray: CPUs of the local Ray instance (default: all)
+    progress: bool = False                    # ray: Ray Data's own progress bars and plan lines
+
+
+class EncodeConfig(Strict):
+    # clip | lite | item-llm | auto | a local CLIP folder; auto = clip when its weights are available offline,
+    # else lite (a stand-in for CLIP, not CLIP)
+    encoder: str = "auto"
+    options: EncoderOptions = EncoderOptions()
+    batch_size: int = Field(32, ge=1)
+    text_fields: list[str] | None = None   # item columns composed into the text; None: the encoder's own
+    realign: bool = False                  # lite: retrain the alignment heads on the current catalog
+    align: AlignConfig = AlignConfig()
+    engine: EngineConfig = EngineConfig()
+
+
+class ServeLimits(Strict):
+    """What a request may ask of the service (the HTTP schema fixes id and vector sizes: serve/app.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_k: int = Field(1000, ge=1)
+    max_history: int = Field(1000, ge=1)   # history ids kept per request (the newest)
+    max_body_bytes: int = Field(1 << 20, ge=1)
+
+
+class ServeConfig(Strict):
+    host: str = "127.0.0.1"   # loopback unless told otherwise: the API has no authentication
+    port: int = Field(8000, ge=0, le=65535)
+    # auto: the index persisted by `clip4rec index` beside the Run if any, else exact
+    index: IndexChoice = "auto"
+    faiss_kind: FaissKind | None = None      # faiss: default ivf; persisted: default the newest
+    nprobe: int | None = Field(None, ge=1)   # faiss ivf: lists probed per query (default 16, or as persisted)
+    ef_search: int | None = Field(None, ge=1)  # faiss hnsw: candidate list per query (default 64, or as persisted)
+    max_batch: int = Field(16, ge=1)         # concurrent /recommend calls answered together
+    threads: int = Field(1, ge=0)            # torch intra-op threads per request; 0: torch's default
+    stores: list[str] = []                   # for /similar; empty: the stores the Run was trained on
+    log_level: str = "info"
+    limits: ServeLimits = ServeLimits()
+
+
 class Config(Strict):
     seed: int = 42
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    encode: EncodeConfig = EncodeConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 class ConfigError(ValueError):

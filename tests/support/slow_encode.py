@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, Iterator
 
+from clip4rec.config import EncodeConfig
 from clip4rec.encode.engines.local import LocalEngine
 from clip4rec.encode.pipeline import encode_dataset
 
@@ -26,4 +27,4 @@ class SlowEngine(LocalEngine):
 
 if __name__ == "__main__":
     dataset, encoder, out = sys.argv[1:4]
-    encode_dataset(dataset, encoder=encoder, out=out, batch_size=4, engine=SlowEngine(workers=2), progress=False)
+    encode_dataset(dataset, encoder, out, EncodeConfig(batch_size=4), engine=SlowEngine(workers=2), progress=False)

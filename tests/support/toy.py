@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clip4rec.config import EncodeConfig, EngineConfig
 from clip4rec.encode.encoders.base import Encoder
 from clip4rec.encode.images import ImagePrep
 
@@ -99,7 +100,8 @@ def build_toy(root: str | Path, n_items: int = 48, n_users: int = 150, seed: int
     items = pd.DataFrame({"item_id": [f"i{k}" for k in range(n_items)], "title": [f"Item {k}" for k in range(n_items)],
                           "text": [f"item {k}" for k in range(n_items)], "image": image_col})
     Dataset(items, pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]), {"source": "generated ring"}).save(ds)
-    encode_dataset(ds, RingEncoder(n_items), root / "store", progress=False, log=lambda m: None, workers=1)
+    encode_dataset(ds, RingEncoder(n_items), root / "store", EncodeConfig(engine=EngineConfig(workers=1)),
+                   progress=False, log=lambda m: None)
     return root
 
 

@@ -4,7 +4,8 @@ Python API (the CLI is a thin layer over it)::
 
     from clip4rec.encode import encode_dataset, EmbeddingStore
     report = encode_dataset(dataset_or_dir, encoder="lite", out="artifacts/store")   # or "clip", "item-llm", "auto"
-    report = encode_dataset(..., engine="ray", engine_options={"address": "auto"})   # same store, on a Ray cluster
+    report = encode_dataset(ds, "lite", "store", EncodeConfig(engine=EngineConfig(name="ray", address="auto")))
+                                                      # same store, on a Ray cluster (clip4rec.config's settings)
     store = EmbeddingStore.load("artifacts/store")
     ids, vecs, mask = store.vectors("image")          # float32 [n,d], bool mask [n] (False: no usable image)
     ids, vecs, mask = store.vectors("text")

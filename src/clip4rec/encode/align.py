@@ -15,31 +15,18 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from clip4rec.config import AlignConfig
 from clip4rec.encode import safetensors_io as st
 
-DEFAULTS: dict[str, Any] = {
-    "image_inputs": ["image", "image_mid"],
-    "text_inputs": ["text"],
-    "method": "cca",        # "cca": ridge-regularised CCA (closed form, linear heads; measured best here) or
-                            # "infonce": heads trained with symmetric InfoNCE (linear or mlp), full batch
-    "cca_dim": 32,          # cca: shared-space size
-    "cca_reg": 10.0,        # cca: ridge added to the whitening, relative to the mean eigenvalue
-    "cca_pca": 256,         # cca: PCA components kept per side before CCA
-    "arch": "linear",       # infonce: "linear" or "mlp" (one hidden layer, GELU)
-    "hidden": 512,
-    "out_dim": 256,
-    "epochs": 300,
-    "lr": 1e-3,
-    "weight_decay": 0.05,
-    "dropout": 0.3,
-    "temperature": 0.07,    # initial; learned
-    "batch": 0,             # 0 = full batch
-    "seed": 0,
-}
+
+def as_spec(options: AlignConfig | dict[str, Any] | None) -> dict[str, Any]:
+    """The heads' spec as stored in the align file: every AlignConfig key, validated."""
+    config = options if isinstance(options, AlignConfig) else AlignConfig.model_validate(options or {})
+    return config.model_dump()
 
 
 @dataclass
@@ -71,7 +58,7 @@ class AlignmentHeads:
     def load(cls, path: str | os.PathLike[str]) -> "AlignmentHeads":
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no alignment heads (re-run `clip4rec encode` with the lite encoder)")
-        tensors, meta = st.load(path, mmap=False)
+        tensors, meta = st.load(path)
         return cls(json.loads(meta["spec"]), dict(tensors))
 
 
@@ -81,11 +68,13 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 def train_heads(image_feats: dict[str, np.ndarray], text_feats: dict[str, np.ndarray],
-                options: dict[str, Any] | None = None) -> tuple[AlignmentHeads, dict[str, Any]]:
-    """Train image/text heads with symmetric InfoNCE on aligned rows (row i of each = one item's pair)."""
+                options: AlignConfig | dict[str, Any] | None = None) -> tuple[AlignmentHeads, dict[str, Any]]:
+    """Train image/text heads on aligned rows (row i of each = one item's pair): CCA, or symmetric InfoNCE.
+
+    ``options``: an AlignConfig, or a stored spec (a dict with its keys, as AlignmentHeads.spec holds)."""
     import torch
 
-    spec = {**DEFAULTS, **(options or {})}
+    spec = as_spec(options)
     if spec["method"] == "cca":
         return _train_cca(image_feats, text_feats, spec)
     g = torch.Generator().manual_seed(int(spec["seed"]))
@@ -180,36 +169,3 @@ def _train_cca(image_feats: dict[str, np.ndarray], text_feats: dict[str, np.ndar
     spec = {**spec, "arch": "linear"}
     return AlignmentHeads(spec, weights), {"pairs": n, "canonical_correlations": corr[:k].round(4).tolist(),
                                            "temperature": None, "final_loss": None}
-
-
-def ensure_alignment(root: Path, enc: Any, fingerprint: str, realign: bool = False,
-                     options: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or keep) the heads for a store; returns the manifest's ``alignment`` entry.
-
-    Existing heads are kept on refresh (so unchanged items keep byte-identical shared vectors); pass
-    ``realign=True`` (``--realign``) to retrain them on the current catalog.
-    """
-    from clip4rec.encode.store import ModalityFile, align_file, modality_file
-
-    path = align_file(root, enc.name)
-    spec = {**DEFAULTS, **(options or {})}
-    if path.is_file() and not realign:
-        heads = AlignmentHeads.load(path)
-        _, meta = st.load(path)
-        info = json.loads(meta.get("info", "{}"))
-        if info.get("fingerprint") == fingerprint:
-            return {"file": path.name, "kept": True, **{k: info.get(k) for k in ("pairs", "temperature", "trained")},
-                    "spec": heads.spec}
-    files = {m: ModalityFile(modality_file(root, enc.name, m), mmap=False)
-             for m in spec["image_inputs"] + spec["text_inputs"]}
-    both = np.logical_and.reduce([f.mask for f in files.values()])
-    img = {m: files[m].vectors[both] for m in spec["image_inputs"]}
-    txt = {m: files[m].vectors[both] for m in spec["text_inputs"]}
-    log(f"{enc.name}: training alignment heads ({spec['method']}) on {int(both.sum())} image-text pairs "
-        f"of this catalog - a stand-in for CLIP's shared space, not CLIP")
-    heads, info = train_heads(img, txt, spec)
-    from datetime import datetime, timezone
-    info.update({"fingerprint": fingerprint, "trained": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    heads.save(path, info)
-    return {"file": path.name, "kept": False, **{k: info.get(k) for k in ("pairs", "temperature", "trained")},
-            "spec": heads.spec}

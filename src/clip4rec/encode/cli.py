@@ -8,64 +8,73 @@ from typing import Optional
 
 import typer
 
+from clip4rec.config import EncodeConfig, load_config
+
 
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", fg="red", err=True)
     raise typer.Exit(2)
 
 
+# Flags default to None so that only what the user typed overrides a --config file; --help shows the config's
+# defaults (clip4rec.config.EncodeConfig).
+_E = EncodeConfig()
+
+
 def encode_cmd(
     dataset: Path = typer.Argument(..., help="Dataset directory (from `clip4rec import`)."),
-    encoder: str = typer.Option("auto", "--encoder", "-e",
-                                help="clip | lite | item-llm | auto | a local CLIP folder. auto = clip when its weights "
-                                     "are available offline, else lite (a stand-in for CLIP, not CLIP)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", show_default=_E.encoder,
+                                          help="clip | lite | item-llm | auto | a local CLIP folder. auto = clip when "
+                                               "its weights are available offline, else lite (a stand-in for CLIP, "
+                                               "not CLIP)."),
     out: Path = typer.Option(..., "--out", "-o", help="Store directory (created; re-running refreshes/resumes it)."),
     model: Optional[str] = typer.Option(None, "--model", help="clip: hub id or local folder "
                                         "(default openai/clip-vit-base-patch32)."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, show_default=str(_E.batch_size)),
     workers: Optional[int] = typer.Option(None, "--workers", help="Image decode workers (default min(4, cpus))."),
-    decode: str = typer.Option("thread", "--decode", help="thread | process (decode worker pool kind)."),
+    decode: Optional[str] = typer.Option(None, "--decode", help="thread | process (decode worker pool kind).",
+                                         show_default=_E.engine.decode),
     text_fields: Optional[str] = typer.Option(None, "--text-fields",
                                               help="Comma-separated item columns composed into the text "
                                                    "(default: encoder's; lite: title,genres,year,text)."),
     realign: bool = typer.Option(False, "--realign", help="lite: retrain the alignment heads on the current catalog."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    engine: str = typer.Option("local", "--engine", help="local (this process) | ray (Ray Data pipeline: decode "
-                               "tasks + an actor pool holding the model; needs pip install 'clip4rec\\[ray]')."),
+    engine: Optional[str] = typer.Option(None, "--engine", show_default=_E.engine.name,
+                                         help="local (this process) | ray (Ray Data pipeline: decode tasks + an actor "
+                                              "pool holding the model; needs pip install 'clip4rec\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: an existing cluster ('auto', "
                                           "'ray://head:10001'); default: start a local Ray instance."),
     actors: Optional[int] = typer.Option(None, "--actors", min=1, help="ray: model actors (default: one per GPU "
                                          "with --actor-gpus, else the CPUs left after one decode task)."),
-    actor_cpus: float = typer.Option(1.0, "--actor-cpus", help="ray: CPUs (= torch threads) per model actor."),
-    actor_gpus: float = typer.Option(0.0, "--actor-gpus", help="ray: GPUs per model actor (1: one actor per GPU; "
-                                     "use with --device cuda)."),
+    actor_cpus: Optional[float] = typer.Option(None, "--actor-cpus", show_default=str(_E.engine.actor_cpus),
+                                               help="ray: CPUs (= torch threads) per model actor."),
+    actor_gpus: Optional[float] = typer.Option(None, "--actor-gpus", show_default=str(_E.engine.actor_gpus),
+                                               help="ray: GPUs per model actor (1: one actor per GPU; use with "
+                                                    "--device cuda)."),
     device: Optional[str] = typer.Option(None, "--device", help="clip: torch device (cpu, cuda)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="clip: float32 | float16 | bfloat16 (fp16 on GPU: "
                                         "about 2x throughput; its vectors get their own fingerprint)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML config file (its encode section)."),
 ) -> None:
     """Encode every item's image and text with a frozen encoder into an embedding store (resumable, incremental)."""
     from clip4rec.data.dataset import DatasetError
     from clip4rec.encode.encoders import EncoderUnavailable
     from clip4rec.encode.pipeline import encode_dataset
 
-    opts = {}
-    if model:
-        opts["model"] = model
-    if threads:
-        opts["threads"] = threads
-    opts.update({k: v for k, v in (("device", device), ("dtype", dtype)) if v})
-    engine_options = ({"address": address, "actors": actors, "actor_cpus": actor_cpus, "actor_gpus": actor_gpus,
-                       "progress": not quiet} if engine == "ray" else None)
+    fields = [f.strip() for f in text_fields.split(",") if f.strip()] if text_fields else None
+    overrides = {"encoder": encoder, "batch_size": batch_size, "text_fields": fields, "realign": realign or None,
+                 "options.model": model, "options.threads": threads or None, "options.device": device,
+                 "options.dtype": dtype, "engine.name": engine, "engine.workers": workers, "engine.decode": decode,
+                 "engine.address": address, "engine.actors": actors, "engine.actor_cpus": actor_cpus,
+                 "engine.actor_gpus": actor_gpus, "engine.progress": not quiet}
     try:
-        report = encode_dataset(dataset, encoder=encoder, out=out, batch_size=batch_size, workers=workers,
-                                decode=decode, text_fields=tuple(f.strip() for f in text_fields.split(",") if f.strip())
-                                if text_fields else None, realign=realign, progress=not quiet, engine=engine,
-                                engine_options=engine_options, **opts)
+        settings = load_config(config, {f"encode.{k}": v for k, v in overrides.items()}).encode
+        report = encode_dataset(dataset, out=out, settings=settings, progress=not quiet)
     except TypeError as err:
         if not (device or dtype):
             raise
-        _fail(f"encoder {encoder!r} takes no --device/--dtype (clip does): {err}")
+        _fail(f"encoder {settings.encoder!r} takes no --device/--dtype (clip does): {err}")
         return
     except (DatasetError, EncoderUnavailable, ValueError, RuntimeError) as err:
         _fail(str(err))

@@ -1,9 +1,9 @@
-"""Minimal streaming safetensors writer + memory-mapped reader (numpy only).
+"""A streaming safetensors writer (numpy only); reading goes through ``safetensors.safe_open``.
 
-Why not ``safetensors.numpy.save_file``: it needs every tensor in memory at once; the store is written
-row-chunk by row-chunk so memory stays bounded whatever the catalog size. Files written here are ordinary
-safetensors files (``safetensors.safe_open`` reads them; a test checks it). Writes go to a temp file in the
-same directory, are fsync'ed, then ``os.replace``d: readers see the old file or the new one, never a torn one.
+Why a writer of our own: ``safetensors.numpy.save_file`` needs every tensor in memory at once; the store is
+written row-chunk by row-chunk so memory stays bounded whatever the catalog size. Files written here are
+ordinary safetensors files. Writes go to a temp file in the same directory, are fsync'ed, then ``os.replace``d:
+readers see the old file or the new one, never a torn one.
 """
 
 from __future__ import annotations
@@ -96,43 +96,19 @@ def save(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], metadata:
         return w.commit()
 
 
-def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{path}: not a safetensors file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000:
-            raise ValueError(f"{path}: not a safetensors file (header length {n})")
-        raw = fh.read(n)
-        if len(raw) < n:
-            raise ValueError(f"{path}: truncated safetensors header")
-    return json.loads(raw), 8 + n
+def open_file(path: str | os.PathLike[str]) -> Any:
+    """``safe_open`` (numpy) on a file; a truncated or foreign file is a ValueError that names it."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        return safe_open(str(path), framework="numpy")
+    except SafetensorError as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
 
 
-def load(path: str | os.PathLike[str], mmap: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """All tensors (read-only memory maps, or copies with mmap=False) and the metadata."""
-    header, base = read_header(path)
-    meta = header.pop("__metadata__", {}) or {}
-    size = os.path.getsize(path)
-    out: dict[str, np.ndarray] = {}
-    for name, spec in header.items():
-        dt = np.dtype(_DT[spec["dtype"]])
-        start, end = spec["data_offsets"]
-        shape = tuple(spec["shape"])
-        if base + end > size:
-            raise ValueError(f"{path}: truncated data for tensor {name}")
-        count = int(np.prod(shape, dtype=np.int64))
-        if count == 0:
-            arr = np.zeros(shape, dt)
-        elif mmap:
-            arr = np.memmap(path, dtype=dt, mode="r", offset=base + start, shape=shape)
-        else:
-            with open(path, "rb") as fh:
-                fh.seek(base + start)
-                arr = np.frombuffer(fh.read(end - start), dtype=dt).reshape(shape).copy()
-        out[name] = arr
-    return out, meta
+def load(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """All tensors (in memory) and the metadata of a small file (a shard, the alignment heads)."""
+    with open_file(path) as f:
+        return {name: f.get_tensor(name) for name in f.keys()}, dict(f.metadata() or {})
 
 
 def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from clip4rec.encode import safetensors_io as st
+from clip4rec.encode.align import AlignmentHeads
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -80,22 +81,40 @@ def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> No
 
 
 class ModalityFile:
-    """One (encoder, modality) file, memory-mapped."""
+    """One (encoder, modality) file. Mask, hashes and ids (a few bytes per row) are read at once; the vectors
+    on demand, all of them (``read_vectors``) or one row at a time (``row``), so that copying the reused rows of
+    a large store into its next version keeps memory bounded."""
 
-    def __init__(self, path: Path, mmap: bool = True) -> None:
-        self.path = path
-        tensors, self.meta = st.load(path, mmap=mmap)
-        self.vectors = tensors["vectors"]
-        self.mask = np.asarray(tensors["mask"]).astype(bool)
-        self.hash = tensors["hash"]
-        self.item_ids = decode_ids(tensors["item_ids"])
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._file = st.open_file(path)
+        self.meta: dict[str, str] = dict(self._file.metadata() or {})
+        try:
+            self.mask = self._file.get_tensor("mask").astype(bool)
+            self.hash = self._file.get_tensor("hash")
+            self.item_ids = decode_ids(self._file.get_tensor("item_ids"))
+            self._vectors = self._file.get_slice("vectors")
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for a missing tensor
+            raise StoreError(f"{path}: not a store file ({err})") from None
+        self.shape = tuple(int(s) for s in self._vectors.get_shape())
         self.reasons: dict[str, str] = json.loads(self.meta.get("reasons", "{}"))
-        if len(self.item_ids) != self.vectors.shape[0]:
-            raise StoreError(f"{path}: {len(self.item_ids)} ids for {self.vectors.shape[0]} rows")
+        if len(self.item_ids) != self.shape[0]:
+            raise StoreError(f"{path}: {len(self.item_ids)} ids for {self.shape[0]} rows")
 
     @property
     def fingerprint(self) -> str:
         return self.meta.get("fingerprint", "")
+
+    @property
+    def dim(self) -> int:
+        return self.shape[1]
+
+    def read_vectors(self) -> np.ndarray:
+        """float32 [n, d], in memory."""
+        return np.asarray(self._file.get_tensor("vectors"), dtype=np.float32)
+
+    def row(self, i: int) -> np.ndarray:
+        return self._vectors[i]
 
 
 class EmbeddingStore:
@@ -141,20 +160,18 @@ class EmbeddingStore:
                              f"{ {e: self.modalities(e) for e in self.encoders} })")
         raise StoreError(f"store {self.root} has {modality!r} from several encoders {cands}: pass encoder=")
 
-    def file(self, modality: str, encoder: str | None = None, mmap: bool = True) -> ModalityFile:
+    def file(self, modality: str, encoder: str | None = None) -> ModalityFile:
         enc = self._encoder(encoder, modality)
         path = modality_file(self.root, enc, modality)
         if not path.is_file():
             raise StoreError(f"{path} is missing (store incomplete: re-run `clip4rec encode` to finish it)")
-        return ModalityFile(path, mmap=mmap)
+        return ModalityFile(path)
 
-    def vectors(self, modality: str, encoder: str | None = None, mmap: bool = False
-                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def vectors(self, modality: str, encoder: str | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(item ids, float32 [n,d], usable mask bool [n]) for one modality (``image``, ``text``, ``llm_text``,
         or ``image_shared`` / ``text_shared`` for lite, computed through the stored alignment heads)."""
         enc = self._encoder(encoder, modality)
         if modality in ("image_shared", "text_shared") and modality not in self.entry(enc).get("dims", {}):
-            from clip4rec.encode.align import AlignmentHeads
             heads = AlignmentHeads.load(align_file(self.root, enc))
             side = modality.split("_")[0]
             feats = {m: self.vectors(m, enc) for m in heads.inputs[side]}
@@ -163,9 +180,8 @@ class EmbeddingStore:
             out = heads.project(side, {m: f[1] for m, f in feats.items()})
             out[~mask] = 0.0
             return ids, out, mask
-        f = self.file(modality, enc, mmap=mmap)
-        vecs = f.vectors if mmap else np.array(f.vectors, dtype=np.float32)
-        return list(f.item_ids), vecs, f.mask.copy()
+        f = self.file(modality, enc)
+        return list(f.item_ids), f.read_vectors(), f.mask.copy()
 
     def shared(self, encoder: str | None = None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(ids, image [n,d], text [n,d], both_usable [n]) in one image-text space, L2-normalised rows."""

@@ -49,7 +49,7 @@ def load_smollm2_layers(n_layers: int) -> nn.Module:
     """The first `n_layers` decoder layers of SmolLM2-135M (from the offline GGUF, de-quantised and cached)."""
     from transformers import AutoConfig, AutoModel
 
-    from clip4rec.encode.encoders.item_llm import dequantised_dir, find_gguf
+    from clip4rec.pretrained import dequantised_dir, find_gguf
 
     folder, _ = dequantised_dir(find_gguf())
     config = AutoConfig.from_pretrained(folder)

@@ -12,47 +12,21 @@ Registering a new encoder: ``@register("name")`` on a factory ``(**options) -> E
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
-from clip4rec.encode.encoders.base import Encoder
-
-Factory = Callable[..., Encoder]
-_REGISTRY: dict[str, Factory] = {}
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
-
-
-class EncoderUnavailable(RuntimeError):
-    """The encoder's weights or packages are not available here; the message says how to get them."""
-
-
-def register(name: str) -> Callable[[Factory], Factory]:
-    def wrap(factory: Factory) -> Factory:
-        _REGISTRY[name] = factory
-        return factory
-    return wrap
+from clip4rec.encode.encoders.base import (DEFAULT_CLIP, REGISTRY, Encoder, EncoderUnavailable, is_clip_folder,
+                                           register)
 
 
 def available_encoders() -> list[str]:
     _load_builtin()
-    return sorted(_REGISTRY) + ["auto"]
+    return sorted(REGISTRY) + ["auto"]
 
 
 def _load_builtin() -> None:
     from clip4rec.encode.encoders import clip, item_llm, lite  # noqa: F401  (registration side effects)
-
-
-def is_clip_folder(path: str | os.PathLike[str]) -> bool:
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("model_type") == "clip"
-    except (OSError, ValueError):
-        return False
 
 
 def resolve_auto(model: str | None = None, log: Callable[[str], None] | None = None) -> tuple[str, dict[str, Any], str]:
@@ -82,11 +56,11 @@ def load_encoder(name: str, **options: Any) -> Encoder:
     if name == "auto":
         name, extra, reason = resolve_auto(options.pop("model", None))
         options = {**extra, **options}
-    elif name not in _REGISTRY and is_clip_folder(name):
+    elif name not in REGISTRY and is_clip_folder(name):
         name, options = "clip", {**options, "model": name}
-    if name not in _REGISTRY:
+    if name not in REGISTRY:
         raise ValueError(f"unknown encoder {name!r}; choose one of {available_encoders()} or a local CLIP folder")
-    enc = _REGISTRY[name](**options)
+    enc = REGISTRY[name](**options)
     if reason:
         enc.note = (enc.note + " " if enc.note else "") + reason
         enc.auto_reason = reason  # type: ignore[attr-defined]
@@ -94,4 +68,4 @@ def load_encoder(name: str, **options: Any) -> Encoder:
 
 
 __all__ = ["Encoder", "EncoderUnavailable", "register", "load_encoder", "available_encoders", "resolve_auto",
-           "DEFAULT_CLIP"]
+           "DEFAULT_CLIP", "is_clip_folder"]

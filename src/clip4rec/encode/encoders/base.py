@@ -1,15 +1,22 @@
-"""The one interface every frozen item encoder implements."""
+"""The one interface every frozen item encoder implements, and the registry it is found in by name."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from clip4rec.encode.images import ImagePrep
+from clip4rec.pretrained import WeightsUnavailable, digest_files
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
+class EncoderUnavailable(WeightsUnavailable):
+    """The encoder's weights or packages are not available here; the message says how to get them."""
 
 
 class Encoder:
@@ -51,33 +58,26 @@ class Encoder:
         raise NotImplementedError
 
 
-_DIGESTS: dict[tuple, str] = {}
+Factory = Callable[..., Encoder]
+REGISTRY: dict[str, Factory] = {}
 
 
-def digest_files(paths: list[str | os.PathLike[str]], quick: bool = False) -> str:
-    """sha256 over weight files (name + bytes); ``quick`` hashes name + size + first/last MiB only.
-    Memoised per (path, size, mtime) so that recording the weights identity costs one read per process."""
-    key = (quick, *sorted((str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths))
-    if key not in _DIGESTS:
-        _DIGESTS[key] = _digest_files(paths, quick)
-    return _DIGESTS[key]
+def register(name: str) -> Callable[[Factory], Factory]:
+    """``@register("name")`` on a factory ``(**options) -> Encoder`` makes it loadable by that name."""
+    def wrap(factory: Factory) -> Factory:
+        REGISTRY[name] = factory
+        return factory
+    return wrap
 
 
-def _digest_files(paths: list[str | os.PathLike[str]], quick: bool = False) -> str:
-    h = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
-        h.update(path.name.encode())
-        size = path.stat().st_size
-        h.update(str(size).encode())
-        with open(path, "rb") as handle:
-            if quick and size > (4 << 20):
-                h.update(handle.read(1 << 20))
-                handle.seek(size - (1 << 20))
-                h.update(handle.read(1 << 20))
-            else:
-                for chunk in iter(lambda: handle.read(1 << 22), b""):
-                    h.update(chunk)
-    return h.hexdigest()
+def is_clip_folder(path: str | os.PathLike[str]) -> bool:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("model_type") == "clip"
+    except (OSError, ValueError):
+        return False
 
 
 def package_version(dist: str) -> str | None:

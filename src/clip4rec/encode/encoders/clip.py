@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from clip4rec.encode.encoders import DEFAULT_CLIP, EncoderUnavailable, is_clip_folder, register
-from clip4rec.encode.encoders.base import Encoder, digest_files
+from clip4rec.encode.encoders.base import (DEFAULT_CLIP, Encoder, EncoderUnavailable, digest_files, is_clip_folder,
+                                           register)
 from clip4rec.encode.images import ImagePrep
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

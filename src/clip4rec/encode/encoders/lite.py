@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from clip4rec.encode.encoders import EncoderUnavailable, register
-from clip4rec.encode.encoders.base import Encoder, digest_files, masked_mean, package_version
+from clip4rec.encode.encoders.base import (Encoder, EncoderUnavailable, digest_files, masked_mean, package_version,
+                                           register)
 from clip4rec.encode.images import ImagePrep
 
 # The TF EfficientNet-Lite models were trained on (pixel - 127) / 128.

@@ -91,14 +91,3 @@ def compute_batch(enc: Encoder, kind: str, outputs: dict[str, int], loaded: Load
             vec[m][good] = np.asarray(result[m], np.float32)
         mask[good] = 1
     return BatchResult(vec, mask, reasons)
-
-
-def get_engine(name: str = "local", **options: Any) -> Engine:
-    """``local`` (this process + a decode pool) or ``ray`` (a Ray Data pipeline; needs ``clip4rec[ray]``)."""
-    if name == "local":
-        from clip4rec.encode.engines.local import LocalEngine
-        return LocalEngine(**options)
-    if name == "ray":
-        from clip4rec.encode.engines.ray_engine import RayEngine
-        return RayEngine(**options)
-    raise ValueError(f"unknown encode engine {name!r}; use local or ray")

@@ -11,6 +11,7 @@ from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Iterator
 
+from clip4rec.config import DecodePool
 from clip4rec.encode.encoders import Encoder
 from clip4rec.encode.engines.base import BatchResult, EncoderSpec, KindWork, Loaded, compute_batch, text_inputs
 from clip4rec.encode.images import ImagePrep, load_image
@@ -19,7 +20,7 @@ from clip4rec.encode.images import ImagePrep, load_image
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: int | None = None, decode: str = "thread", prefetch: int = 2) -> None:
+    def __init__(self, workers: int | None = None, decode: DecodePool = "thread", prefetch: int = 2) -> None:
         if decode not in ("thread", "process"):
             raise ValueError(f"decode must be 'thread' or 'process', not {decode!r}")
         self.workers = workers if workers is not None else max(1, min(4, (os.cpu_count() or 2)))

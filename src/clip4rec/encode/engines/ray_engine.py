@@ -153,7 +153,7 @@ class EncodeActor:
                  threads: int = 1) -> None:
         import torch
 
-        from clip4rec.encode.pipeline import encoder_fingerprint
+        from clip4rec.encode.manifest import encoder_fingerprint
         torch.set_num_threads(threads)
         self.enc = spec.build()
         got = encoder_fingerprint(self.enc)
