@@ -47,7 +47,8 @@ def measure_one(args: argparse.Namespace, name: str) -> dict:
 
     from clip4rec.config import Config
     from clip4rec.data.dataset import Dataset
-    from clip4rec.train.run import build_model, split_for
+    from clip4rec.model.build import build_model, split_for
+    from clip4rec.model.modalities import content_for
     from clip4rec.train.trainer import train_model
 
     torch.set_num_threads(args.threads)
@@ -58,7 +59,8 @@ def measure_one(args: argparse.Namespace, name: str) -> dict:
     cfg.train.max_epochs, cfg.train.patience = args.epochs, args.epochs + 1
     dataset = Dataset.load(args.dataset)
     split = split_for(dataset, cfg)
-    model = build_model(cfg, split)
+    m = cfg.model
+    model = build_model(cfg, split.train_counts, content_for(m.variant, m.stores, m.modalities, split.item_ids))
     for key in TOWER_OPTIONS:
         if key in settings:
             setattr(model.tower, key, settings[key])

@@ -24,7 +24,7 @@ import torch
 
 from clip4rec.ranking import rank_cases
 from clip4rec.evaluate.segments import evaluate_rankings
-from clip4rec.train.run import load_run
+from clip4rec.model.artifact import Run
 
 BOOSTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
@@ -39,16 +39,16 @@ def seed_dirs(report: Path, variant: str) -> list[Path]:
 
 def frontier(run_dir: Path) -> list[dict[str, float]]:
     """Per boost: validation and test NDCG@10, test cold and warm R@10 (seen items excluded as in the Run)."""
-    config, _, split, model = load_run(run_dir)
-    table = model.item_table().detach()
-    cold = torch.from_numpy(split.cold_items)
+    run = Run.load(run_dir)
+    model, table = run.model, run.item_table
+    cold = torch.from_numpy(run.cold_items)
     rows = []
     for boost in BOOSTS:
         row: dict[str, float] = {"boost": boost}
-        for name, cases in (("valid", split.valid), ("test", split.test)):
+        for name, cases in (("valid", run.valid), ("test", run.test)):
             rankings = rank_cases(lambda hs: model.score(hs, table) + boost * cold, cases.histories, cases.targets,
-                                  split.n_items, exclude_seen=config.eval.exclude_seen, depth=10)
-            result = evaluate_rankings(rankings, cases.targets, split.train_counts, split.cold_items, ks=(10,),
+                                  run.n_items, exclude_seen=run.config.eval.exclude_seen, depth=10)
+            result = evaluate_rankings(rankings, cases.targets, run.train_counts, run.cold_items, ks=(10,),
                                        n_boot=0)["metrics"]
             row[f"{name}_ndcg@10"] = result["overall"]["ndcg@10"]
             if name == "test":

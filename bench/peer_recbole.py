@@ -123,7 +123,7 @@ def content_modalities(variant: str, stores: list[Path], has_images: bool, overr
     """Fully qualified ENCODER:NAME modalities for a content variant, from the variant's defaults and what the
     stores hold. Without images in the dataset, `image` becomes the lite/CLIP `text` modality."""
     from clip4rec.encode.store import EmbeddingStore
-    from clip4rec.train.run import DEFAULT_MODALITIES
+    from clip4rec.model.modalities import DEFAULT_MODALITIES
     available: list[tuple[str, str]] = []
     for path in stores:
         st = EmbeddingStore.load(path)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from clip4rec.config import Config
-from clip4rec.evaluate.compare import seed_summary
+from clip4rec.experiments.compare import seed_summary
 from clip4rec.machine import describe
 
 

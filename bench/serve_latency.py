@@ -59,7 +59,7 @@ def tower_label(tower: str) -> str:
 # ---- the catalogs ------------------------------------------------------------------------------------------
 def train_runs(work: Path, epochs: int, towers: list[str], llm_layers: int) -> dict[str, Path]:
     from tests.support.toy import build_toy, toy_config
-    from clip4rec.train.run import train
+    from clip4rec.api import train  # train, then evaluate (metrics.json marks a finished Run)
     root = build_toy(work, n_items=1000, n_users=400, images=False, min_len=20, max_len=60)
     wanted = {v: (v, "scratch") for v in VARIANTS}
     wanted.update({TOWERS[t][0]: ("fused-id", "smollm2") for t in towers})

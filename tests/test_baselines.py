@@ -9,7 +9,7 @@ import torch
 from clip4rec.config import Config
 from clip4rec.encode.store import EmbeddingStore
 from clip4rec.model.baselines import ContentKnnItems
-from clip4rec.train.run import load_run, train
+from clip4rec.api import Run, train
 from tests.ring_data import save_ring_dataset
 from tests.test_variants import N_ITEMS, RingTextEncoder
 
@@ -32,35 +32,35 @@ def test_pop_scores_are_training_counts_and_nothing_is_trained(ring, tmp_path):
     metrics = train(ring / "ds", tmp_path / "pop", config("pop", ring / "store"), progress=False)
     training = json.loads((tmp_path / "pop" / "training.json").read_text())
     assert training["epochs_run"] == 0 and training["stopped_by"] == "training_free" and training["parameters"] == 0
-    _, _, split, model = load_run(tmp_path / "pop")
-    scores = model.score([np.array([0, 1]), np.array([5])])
-    assert torch.equal(scores, torch.from_numpy(split.train_counts.astype(np.float32)).expand(2, -1))
+    run = Run.load(tmp_path / "pop")
+    scores = run.model.score([np.array([0, 1]), np.array([5])])
+    assert torch.equal(scores, torch.from_numpy(run.train_counts.astype(np.float32)).expand(2, -1))
     assert metrics["training"]["best_epoch"] == 0
 
 
 def test_content_knn_score_is_the_cosine_to_the_history_profile(ring, tmp_path):
     train(ring / "ds", tmp_path / "knn", config("content-knn", ring / "store"), progress=False)
-    _, _, split, model = load_run(tmp_path / "knn")
+    run = Run.load(tmp_path / "knn")
     _, raw, mask = EmbeddingStore.load(ring / "store").vectors("llm_text")
-    order = [int(i[1:]) for i in split.item_ids]  # store rows are in catalog order: i0, i1, ...
+    order = [int(i[1:]) for i in run.item_ids]  # store rows are in catalog order: i0, i1, ...
     vectors = raw[order] - raw[order][mask[order]].mean(0)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     history = np.array([3, 4, 5, 6, 7, 8, 9, 10, 11, 12])  # longer than max_len: only the last 8 count
     profile = unit[history[-8:]].mean(0)
     expected = unit @ (profile / np.linalg.norm(profile))
-    np.testing.assert_allclose(model.score([history])[0].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(run.model.score([history])[0].numpy(), expected, atol=1e-5)
 
 
 def test_content_knn_ranks_a_cold_item_that_matches_the_history_above_a_far_one(ring, tmp_path):
     metrics = train(ring / "ds", tmp_path / "knn2", config("content-knn", ring / "store"), progress=False)
-    _, _, split, model = load_run(tmp_path / "knn2")
-    cold = np.flatnonzero(split.cold_items)
-    index = {item: i for i, item in enumerate(split.item_ids)}
+    run = Run.load(tmp_path / "knn2")
+    cold = np.flatnonzero(run.cold_items)
+    index = {item: i for i, item in enumerate(run.item_ids)}
     target = int(cold[0])
-    k = int(split.item_ids[target][1:])
+    k = int(run.item_ids[target][1:])
     history = np.array([index[f"i{(k - d) % N_ITEMS}"] for d in range(4, 0, -1)])  # the 4 items before it
     far = index[f"i{(k + N_ITEMS // 2) % N_ITEMS}"]
-    scores = model.score([history])[0]
+    scores = run.model.score([history])[0]
     assert scores[target] > scores[far]
     # And it lifts cold items as a whole: most cold test cases land in the top 10 of 48 items.
     assert metrics["counts"]["cold"] > 5 and metrics["metrics"]["cold"]["recall@10"] > 0.5
@@ -68,10 +68,10 @@ def test_content_knn_ranks_a_cold_item_that_matches_the_history_above_a_far_one(
 
 def test_content_knn_new_item_vector_is_its_table_row(ring, tmp_path):
     train(ring / "ds", tmp_path / "knn3", config("content-knn", ring / "store"), progress=False)
-    _, _, split, model = load_run(tmp_path / "knn3")
-    side = model.item_side
+    run = Run.load(tmp_path / "knn3")
+    side = run.model.item_side
     assert isinstance(side, ContentKnnItems)
     row = 7
-    k = int(split.item_ids[row][1:])
+    k = int(run.item_ids[row][1:])
     raw = RingTextEncoder().encode_texts([f"item {k}"])["llm_text"][0]
     torch.testing.assert_close(side.vector_for({side.names[0]: raw}), side()[row], atol=1e-6, rtol=1e-5)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from clip4rec.cli import app
 from clip4rec.config import load_config
 from clip4rec.encode.encoders.base import Encoder
-from clip4rec.evaluate.compare import cell_dir, compare, goals, seed_summary
+from clip4rec.experiments.compare import cell_dir, compare, goals, seed_summary
 from clip4rec.evaluate.significance import paired_test, pooled_pairs
 from tests.ring_data import save_ring_dataset
 
@@ -118,9 +118,9 @@ def test_significance_from_trec_matches_the_runs_metrics(grid):
 
 def test_second_call_reruns_nothing(grid, monkeypatch):
     root, _, _ = grid
-    import clip4rec.train.run as run_module
+    import clip4rec.experiments.compare as compare_module
     calls = []
-    monkeypatch.setattr(run_module, "train", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(compare_module, "train_and_evaluate", lambda *a, **k: calls.append(a))
     stamps = {p: p.stat().st_mtime_ns for p in (root / "report" / "runs").rglob("metrics.json")}
     result = CliRunner().invoke(app, ["compare", str(root / "ds"), "--variants", ",".join(VARIANTS), "--seeds", "2",
                                       "--splits", ",".join(SPLITS), "--store", str(root / "store"),

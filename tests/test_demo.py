@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from clip4rec.config import load_config
-from clip4rec.demo import Stages, cell_log, mark_as_demo, serve_command
-from clip4rec.evaluate.compare import compare
+from clip4rec.experiments.demo import Stages, cell_log, mark_as_demo, serve_command
+from clip4rec.experiments.compare import compare
 from tests.test_compare import N_ITEMS, TINY, RingEncoder
 from tests.ring_data import save_ring_dataset
 

@@ -13,7 +13,7 @@ from clip4rec import Dataset
 from clip4rec.cli import app
 from clip4rec.config import Config
 from clip4rec.evaluate.trec import metrics_from_trec
-from clip4rec.train.run import evaluate, train
+from clip4rec.api import evaluate, train
 from clip4rec.train.trainer import training_windows
 
 N_ITEMS = 60

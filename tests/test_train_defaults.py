@@ -14,8 +14,8 @@ from clip4rec.encode.encoders.base import Encoder
 from clip4rec.encode.images import ImagePrep
 from clip4rec.encode.pipeline import encode_dataset
 from clip4rec.train import trainer
-from clip4rec.train.modalities import default_modalities
-from clip4rec.train.run import load_run, train
+from clip4rec.model.modalities import default_modalities
+from clip4rec.api import Run, train
 from tests.ring_data import save_ring_dataset
 
 N_ITEMS = 30
@@ -78,8 +78,7 @@ def test_a_lite_only_store_trains_every_content_variant_and_the_run_records_its_
     assert " of 2 (best validation NDCG@10; stopped by max_epochs; patience counts after 5 warm-up" in result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"]["model"]["modalities"] == expected
-    *_, model = load_run(tmp_path / "run")  # the Run rebuilds from what it recorded
-    assert model.item_side.names == expected
+    assert Run.load(tmp_path / "run").model.item_side.names == expected  # the Run rebuilds from what it recorded
 
 
 def test_python_api_default_falls_back_to_the_stored_text(ring, tmp_path):
@@ -87,8 +86,7 @@ def test_python_api_default_falls_back_to_the_stored_text(ring, tmp_path):
     cfg.model.variant, cfg.model.stores, cfg.model.hidden, cfg.model.max_len = "text", [str(ring / "store")], 16, 8
     cfg.train.max_epochs, cfg.eval.n_boot = 1, 0
     train(ring / "ds", tmp_path / "run", cfg, progress=False)
-    *_, model = load_run(tmp_path / "run")
-    assert model.item_side.names == ["lite:text"]
+    assert Run.load(tmp_path / "run").model.item_side.names == ["lite:text"]
 
 
 def test_default_prefers_llm_text_then_text(ring):

@@ -11,7 +11,7 @@ import torch
 from clip4rec.config import Config
 from clip4rec.encode.encoders.base import Encoder
 from clip4rec.model.item_side import ContentIdItems, content_pca_init
-from clip4rec.train.run import load_run, train
+from clip4rec.api import Run, train
 from tests.ring_data import save_ring_dataset
 
 N_ITEMS = 48
@@ -64,22 +64,22 @@ def test_fused_id_scores_cold_items_through_content_and_new_item_vector_matches_
     cfg = config("fused-id", ring / "store", epochs=3)
     cfg.model.modalities = ["llm_text"]
     train(ring / "ds", tmp_path / "fid", cfg, progress=False)
-    _, dataset, split, model = load_run(tmp_path / "fid")
-    side = model.item_side
+    run = Run.load(tmp_path / "fid")
+    side = run.model.item_side
     assert isinstance(side, ContentIdItems)
-    table = model.item_table().detach()
+    table = run.model.item_table().detach()
     hidden = cfg.model.hidden
     mapped = side.mapper(side.content).detach()
     # Cold items (never seen) read the content->ID map; known items their ID rows; every row has its content.
-    torch.testing.assert_close(table[split.cold_items, :hidden], mapped[split.cold_items])
-    assert not torch.isclose(table[~split.cold_items, :hidden], mapped[~split.cold_items]).all(1).any()
+    torch.testing.assert_close(table[run.cold_items, :hidden], mapped[run.cold_items])
+    assert not torch.isclose(table[~run.cold_items, :hidden], mapped[~run.cold_items]).all(1).any()
     torch.testing.assert_close(table[:, hidden:], side.content)
-    cold_index = int(np.flatnonzero(split.cold_items)[0])
-    k = int(split.item_ids[cold_index][1:])
+    cold_index = int(np.flatnonzero(run.cold_items)[0])
+    k = int(run.item_ids[cold_index][1:])
     raw = RingTextEncoder().encode_texts([f"item {k}"])["llm_text"][0]
     torch.testing.assert_close(side.vector_for({"ring:llm_text": raw}), table[cold_index], atol=1e-5, rtol=1e-5)
     # Re-published with new content, a trained item keeps its ID row.
-    warm = int(np.flatnonzero(split.train_counts > 0)[0])
+    warm = int(np.flatnonzero(run.train_counts > 0)[0])
     torch.testing.assert_close(side.vector_for({"ring:llm_text": raw}, index=warm)[:hidden], table[warm, :hidden])
 
 
@@ -88,16 +88,16 @@ def test_a_cold_item_that_matches_the_history_outranks_a_far_one_in_every_conten
         cfg = config(variant, ring / "store", epochs=8)
         cfg.model.modalities = ["llm_text"]
         metrics = train(ring / "ds", tmp_path / variant, cfg, progress=False)
-        _, _, split, model = load_run(tmp_path / variant)
-        index = {item: i for i, item in enumerate(split.item_ids)}
+        run = Run.load(tmp_path / variant)
+        index = {item: i for i, item in enumerate(run.item_ids)}
         wins, cases = 0, 0
-        for target in np.flatnonzero(split.cold_items):
-            k = int(split.item_ids[target][1:])
+        for target in np.flatnonzero(run.cold_items):
+            k = int(run.item_ids[target][1:])
             history = [index[f"i{(k - d) % N_ITEMS}"] for d in range(4, 0, -1)]
-            if any(split.cold_items[h] for h in history):
+            if any(run.cold_items[h] for h in history):
                 continue
             far = index[f"i{(k + N_ITEMS // 2) % N_ITEMS}"]
-            scores = model.score([np.array(history)])[0]
+            scores = run.model.score([np.array(history)])[0]
             wins, cases = wins + int(scores[target] > scores[far]), cases + 1
         assert cases >= 3 and wins >= 0.8 * cases, (variant, wins, cases)
         assert metrics["metrics"]["cold"]["recall@10"] > 0.5, variant

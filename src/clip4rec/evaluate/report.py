@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# What `clip4rec train` and `clip4rec evaluate` print (metrics.json holds every metric).
+SUMMARY_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
+
 
 def metrics_table(
     result: dict[str, Any],

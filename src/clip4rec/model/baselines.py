@@ -60,6 +60,17 @@ class ContentKnnItems(nn.Module):
         for i, mean in enumerate(means):  # so that an item published later is centred the same way
             self.register_buffer(f"mean_{i}", torch.from_numpy(mean))
 
+    @classmethod
+    def empty(cls, names: list[str], dims: list[int], n_items: int) -> "ContentKnnItems":
+        """Zero-filled buffers of the right shapes: the skeleton a saved Run fills with load_state_dict."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.names, self.dims = list(names), list(dims)
+        self.register_buffer("table", torch.zeros(n_items, sum(dims)))
+        for i, dim in enumerate(dims):
+            self.register_buffer(f"mean_{i}", torch.zeros(dim))
+        return self
+
     def forward(self) -> torch.Tensor:
         return self.table
 

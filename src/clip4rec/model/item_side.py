@@ -88,6 +88,26 @@ class ContentIdItems(nn.Module):
             with torch.no_grad():
                 self.ids.weight.copy_(self.mapper(self.content))
 
+    @classmethod
+    def empty(cls, names: list[str], raw_dims: list[int], dims: list[int], n_items: int, hidden: int,
+              use_ids: bool, id_dropout: float = 0.0) -> "ContentIdItems":
+        """The same modules and buffer shapes, zero-filled and computed from nothing: the skeleton a saved Run
+        fills with load_state_dict, so loading one needs neither its stores nor the standardisation and SVD."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.names, self.use_ids, self.id_dropout = list(names), use_ids, id_dropout
+        self.raw_dims, self.dims, self.channel_dims = list(raw_dims), list(dims), sum(dims)
+        for i, (raw, dim) in enumerate(zip(raw_dims, dims)):
+            self.register_buffer(f"mean_{i}", torch.zeros(raw))
+            self.register_buffer(f"basis_{i}", torch.zeros(raw, dim))
+        self.register_buffer("content", torch.zeros(n_items, self.channel_dims))
+        self.register_buffer("seen", torch.zeros(n_items, dtype=torch.bool))
+        self.mapper = nn.Linear(self.channel_dims, hidden)
+        self.knn_scale = nn.Parameter(torch.zeros(len(dims)))
+        if use_ids:
+            self.ids = nn.Embedding(n_items, hidden)
+        return self
+
     def _content_block(self, vectors: np.ndarray, mask: np.ndarray, i: int) -> np.ndarray:
         """Modality i's rows: centred, projected on its principal directions, L2-normalised, / sqrt(M)."""
         mean, basis = getattr(self, f"mean_{i}").numpy(), getattr(self, f"basis_{i}").numpy()

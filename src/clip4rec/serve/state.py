@@ -1,7 +1,8 @@
 """What the service holds in memory, and every operation it answers, with no HTTP in sight.
 
-Loaded once from a Run: the user tower (eval mode), the item table [n, hidden] the Run scores against,
-the catalog (ids, titles, training counts, posters) and, for "similar", the Run's embedding stores.
+Loaded once from a Run directory alone (model.artifact.Run): the user tower (eval mode), the item table
+[n, hidden] the Run scores against, the catalog (ids, titles, training counts, posters, users' histories) and,
+for "similar" by image or text, the Run's embedding stores where they still are.
 
 Reads never take a lock. Every request reads one immutable `Snapshot` (table view, index, row count); a
 write (POST /items) builds the next snapshot under a writer lock and swaps one attribute. Appended rows go
@@ -14,7 +15,6 @@ partial sort (torch.topk), or a FAISS search plus an exact scan of the rows publ
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from clip4rec.model.artifact import Run
 from clip4rec.serve.index import ExactIndex, FaissIndex, IndexKind, build_index
 
 SimilarBy = Literal["image", "text", "fused"]
@@ -150,7 +151,8 @@ class ServiceState:
         one, else exact). A persisted index built from another item table is refused (StaleIndexError)."""
         run_dir = Path(run_dir)
         t0 = time.perf_counter()
-        config, dataset, split, model, item_ids, table = load_serving_table(run_dir)
+        run = Run.load(run_dir)
+        model, item_ids, table, config = run.model, run.item_ids, run.item_table, run.config
         prebuilt, index_info = None, None
         if index in ("auto", "persisted"):
             from clip4rec.serve.index_store import load_persisted
@@ -165,19 +167,17 @@ class ServiceState:
                 index_info = {"kind": prebuilt.kind, "params": prebuilt.params(), "persisted": True,
                               "built": manifest.get("created"), "build_seconds": manifest.get("build_seconds")}
             index, index_options = "faiss" if found is not None else "exact", None
-        items = dataset.items.set_index("item_id")
-        titles = [None if t is None else str(t) for t in items.loc[item_ids, "title"].tolist()]
-        images = [dataset.image_path(p) for p in items.loc[item_ids, "image"].tolist()]
-        users: dict[str, list[str]] = {}
-        for user, group in dataset.interactions.groupby("user_id", sort=False):
-            users[str(user)] = group["item_id"].astype(str).tolist()
+        catalog = run.catalog
+        # Images are referenced, not copied: a Run moved away from its Dataset's images serves none.
+        images = [None if p is None or not Path(p).exists() else Path(p) for p in catalog.images]
+        users = {user: [item_ids[i] for i in rows.tolist()] for user, rows in zip(catalog.user_ids, catalog.user_items)}
         store_dirs = list(stores) or list(config.model.stores)
         used = list(getattr(_fusion(model.item_side), "names", []) or [])
         similar = load_similar_tables(store_dirs, prefer=used)
         info = {"run": str(run_dir), "variant": config.model.variant, "hidden": int(table.shape[1]),
-                "max_len": config.model.max_len, "dataset": str(dataset.root), "modalities": used,
+                "max_len": config.model.max_len, "dataset": run.record["dataset"], "modalities": used,
                 "stores": [str(s) for s in store_dirs], "load_seconds": None}
-        state = cls(model, item_ids, table, titles=titles, train_counts=split.train_counts, images=images,
+        state = cls(model, item_ids, table, titles=catalog.titles, train_counts=run.train_counts, images=images,
                     users=users, similar=similar, index=index, index_options=index_options, limits=limits, info=info,
                     prebuilt=prebuilt)
         built = state.snapshot.index
@@ -427,23 +427,10 @@ class ServiceState:
                 sim._view = sim.rows.replace(row, v)
 
 
-def load_serving_table(run_dir: str | Path) -> tuple[Any, Any, Any, torch.nn.Module, list[str], torch.Tensor]:
-    """(config, dataset, split, model, item ids, item table) of a Run: the table the service scores against
-    (the Run's saved item_table.safetensors when it matches the item ids, else recomputed from the model)."""
-    from safetensors.torch import load_file
-
-    from clip4rec.train.run import load_run
-    run_dir = Path(run_dir)
-    config, dataset, split, model = load_run(run_dir)
-    item_ids = list(split.item_ids)
-    table = None
-    table_path, ids_path = run_dir / "item_table.safetensors", run_dir / "item_ids.json"
-    if table_path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == item_ids:
-        table = load_file(str(table_path))["item_table"]
-    if table is None or table.shape[0] != len(item_ids):
-        with torch.no_grad():
-            table = model.item_table().detach()
-    return config, dataset, split, model, item_ids, table
+def load_serving_table(run_dir: str | Path) -> tuple[Run, list[str], torch.Tensor]:
+    """(Run, item ids, item table): the table the service scores against, as the Run saved it."""
+    run = Run.load(run_dir)
+    return run, run.item_ids, run.item_table
 
 
 def _fusion(item_side):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +17,13 @@ from tqdm import tqdm
 
 from clip4rec.config import Config
 from clip4rec.data.splits import Split
+from clip4rec.files import atomic_write
+from clip4rec.model.artifact import WEIGHTS as BEST_WEIGHTS
+from clip4rec.model.build import seed_everything
 from clip4rec.model.recommender import SequentialRecommender, pad_right
 from clip4rec.ranking import case_metrics, rank_cases
 
 CHECKPOINT = "checkpoint.pt"
-BEST_WEIGHTS = "model.safetensors"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 Window = tuple[np.ndarray, int]  # (items, how many leading targets serve as context only)
@@ -221,16 +216,13 @@ def _fit_training_free(model: SequentialRecommender, split: Split, config: Confi
 
 
 def _atomic_save_weights(model: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(weights, str(tmp)))
 
 
 def _checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "state": json.dumps(state)}, tmp)
-    os.replace(tmp, path)
+    blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": json.dumps(state)}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def _restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:

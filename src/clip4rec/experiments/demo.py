@@ -81,7 +81,7 @@ def run_demo(data_root: Path, out: Path, seed: int = 42, max_epochs: int = DEMO_
              encoders: tuple[str, ...] = DEMO_ENCODERS, command: str | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     from clip4rec.encode.pipeline import encode_dataset
-    from clip4rec.evaluate.compare import compare
+    from clip4rec.experiments.compare import compare
 
     src = data_root / "ml100k-posters"
     if not src.exists():
@@ -123,7 +123,7 @@ def run_demo(data_root: Path, out: Path, seed: int = 42, max_epochs: int = DEMO_
 def mark_as_demo(report: dict[str, Any], report_dir: Path, max_epochs: int) -> dict[str, Any]:
     """Say the report is a short demo and take its goals back: one seed and <= max_epochs epochs under-train
     the content variants, so a goal met or missed here says nothing about the models."""
-    from clip4rec.evaluate.compare import render_markdown
+    from clip4rec.experiments.report import render_markdown
     full = ", ".join(f"`{p}`" for p in FULL_REPORTS)
     report["note"] = (f"A short demo: one seed, at most {max_epochs} epochs per variant, leave-one-out only. The "
                       f"content variants are under-trained at this budget, so these numbers show the pipeline "

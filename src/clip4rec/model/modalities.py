@@ -1,4 +1,5 @@
-"""Which content modalities a variant reads when the user names none: chosen from what the stores hold.
+"""The content tables a model is built from: read from the embedding stores (stage 1's artifact), aligned to the
+catalog's item order, and which modalities a variant reads when the user names none.
 
 Each variant has slots (text: one text slot; fused: an image slot and a text slot); each slot lists the
 modality names it accepts, best first. The text slot prefers the item-LLM's `llm_text` and falls back to the
@@ -9,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from clip4rec.encode.store import EmbeddingStore
+
+# item_id-aligned (vectors [n_items, d], usable mask [n_items]) per "encoder:name" modality
+Content = dict[str, tuple[np.ndarray, np.ndarray]]
 
 IMAGE_SLOT = ("image",)
 TEXT_SLOT = ("llm_text", "text")
@@ -20,11 +26,16 @@ SLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
 
 class StoreDefault(list):
     """A variant's default modality list: reads as the first choice of each slot (what older code expects),
-    and carries the slots so that `train.run.load_modalities` can fall back to what the stores hold."""
+    and carries the slots so that `load_modalities` can fall back to what the stores hold."""
 
     def __init__(self, slots: tuple[tuple[str, ...], ...]):
         super().__init__(slot[0] for slot in slots)
         self.slots = slots
+
+
+# Each reads as its first choices (["image", "llm_text"] for fused); load_modalities falls back per slot to what
+# the stores hold (text: llm_text, else the sentence encoder's text).
+DEFAULT_MODALITIES = {variant: StoreDefault(slots) for variant, slots in SLOTS.items()}
 
 
 def available_modalities(stores: Sequence[EmbeddingStore]) -> list[str]:
@@ -72,3 +83,43 @@ def default_modalities(variant: str, store_paths: Sequence[str]) -> list[str]:
     if not store_paths:
         raise ValueError(f"variant {variant!r} reads content vectors: pass --store (made by `clip4rec encode`)")
     return resolve_slots(SLOTS[variant], [EmbeddingStore.load(p) for p in store_paths], variant)
+
+
+def load_modalities(stores: Sequence[str], wanted: Sequence[str], item_ids: Sequence[str]) -> Content:
+    """Content tables aligned to the catalog's item order; items a store lacks get mask False (counted).
+
+    `wanted` as DEFAULT_MODALITIES gives it (a StoreDefault) is resolved against what the stores hold; named
+    modalities must be there, else the error lists the `--modality` values that would work."""
+    if not stores:
+        raise ValueError(f"content modalities {list(wanted)} need --store (run `clip4rec encode` first)")
+    opened = [EmbeddingStore.load(path) for path in stores]
+    if isinstance(wanted, StoreDefault):
+        wanted = resolve_slots(wanted.slots, opened)
+    out: Content = {}
+    for spec in wanted:
+        found = find_modality(opened, spec)
+        if not found:
+            raise missing_modality_error(spec, opened)
+        name = spec.rpartition(":")[2]
+        if len(found) > 1:
+            raise ValueError(f"modality {spec!r} is in several stores/encoders "
+                             f"({[e for _, e in found]}); write it as ENCODER:{name}")
+        store, enc = found[0]
+        ids, vectors, mask = store.vectors(name, encoder=enc)
+        row = {item: i for i, item in enumerate(ids)}
+        index = np.array([row.get(item, -1) for item in item_ids])
+        table = np.zeros((len(item_ids), vectors.shape[1]), np.float32)
+        usable = np.zeros(len(item_ids), bool)
+        present = index >= 0
+        table[present] = vectors[index[present]]
+        usable[present] = mask[index[present]]
+        out[f"{enc}:{name}"] = (table, usable)
+    return out
+
+
+def content_for(variant: str, stores: Sequence[str], modalities: Sequence[str],
+                item_ids: Sequence[str]) -> Content | None:
+    """The content tables a variant is built from (None for `id` and `pop`, which read none)."""
+    if variant not in SLOTS:
+        return None
+    return load_modalities(stores, modalities or DEFAULT_MODALITIES[variant], item_ids)

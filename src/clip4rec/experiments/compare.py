@@ -2,7 +2,7 @@
 
 REPORT/runs/{split}/{variant}/seed{S}/   one Run directory per cell (a finished cell is never re-run)
 REPORT/report.json                       everything: command, configs, dataset, encoders, aggregates, tests, goals
-REPORT/report.md                         tables rendered from report.json (``render_markdown``)
+REPORT/report.md                         tables rendered from report.json (``experiments.report``)
 REPORT/*.png                             NDCG@10 by segment per split; training time per variant
 
 Two kinds of interval, both kept: the t-interval over seeds (how much the result moves when training is
@@ -25,15 +25,16 @@ from scipy import stats
 
 from clip4rec import __version__
 from clip4rec.config import Config
-from clip4rec.machine import describe
 from clip4rec.evaluate.significance import SIG_METRICS, paired_test, pooled_pairs
+from clip4rec.experiments import plots
+from clip4rec.experiments.pipeline import train_and_evaluate
+from clip4rec.experiments.report import PROTOCOL_METRICS, SEGMENTS, TRAINING_FIELDS, render_markdown
+from clip4rec.model.build import VARIANTS
+from clip4rec.train.run import made_with
 
 SPLITS = ("loo", "cold")
-SEGMENTS = ("overall", "warm", "cold", "head", "tail")
 BASELINES = ("text", "id", "content-knn")
 CONTENT_VARIANTS = ("text", "image", "fused", "fused-id")  # trained on content vectors
-PROTOCOL_METRICS = ("recall@10", "ndcg@10")
-TRAINING_FIELDS = ("train_seconds", "seconds_per_epoch", "best_epoch", "epochs_run")
 Log = Callable[[str], None]
 
 
@@ -55,10 +56,10 @@ def item_vector_sources(config: Config) -> list[str]:
     """The "encoder:modality" content tables a variant's item vectors are made from ([] = learned IDs only).
 
     Resolved from the stores' manifests before any training, so that a missing modality fails in seconds,
-    not after hours of other cells; mirrors the lookup in ``train.run.load_modalities``.
+    not after hours of other cells; mirrors the lookup in ``model.modalities.load_modalities``.
     """
     from clip4rec.encode.store import EmbeddingStore
-    from clip4rec.train.modalities import default_modalities
+    from clip4rec.model.modalities import default_modalities
     m = config.model
     if m.variant in ("id", "pop"):
         return []
@@ -89,15 +90,13 @@ def store_encoders(stores: Sequence[str]) -> dict[str, dict[str, Any]]:
 def run_cell(dataset: Any, run_dir: Path, config: Config, progress: bool) -> tuple[dict[str, Any], bool]:
     """(metrics, trained_now). A cell with metrics.json is finished; it is reused only if it was made with
     this exact config and dataset, so a report never mixes settings."""
-    # compare orchestrates training: the one place evaluate reaches back into train
-    from clip4rec.train.run import made_with, train
     done = run_dir / "metrics.json"
     if done.exists():
         if not made_with(json.loads((run_dir / "config.json").read_text()), config, dataset):
             raise ValueError(f"{run_dir} holds a finished run with another config or dataset; "
                              "use a new --out or the settings it was made with")
         return json.loads(done.read_text()), False
-    train(dataset, run_dir, config, progress=progress)
+    train_and_evaluate(dataset, run_dir, config, progress=progress)
     # Read back what was written, so fresh and reused cells go through the same (JSON-clean) numbers.
     return json.loads(done.read_text()), True
 
@@ -251,8 +250,6 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
     """Train/evaluate the grid into ``out``/runs (resuming), write report.json, report.md and plots;
     returns the report dict. ``seeds``: a count N (seeds 0..N-1) or the seed values."""
     from clip4rec.data.dataset import Dataset
-    from clip4rec.evaluate import plots
-    from clip4rec.train.run import VARIANTS
 
     base = base_config or Config()
     variants, splits = list(dict.fromkeys(variants)), list(dict.fromkeys(splits))
@@ -319,7 +316,6 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
 def rerender(out: str | Path, note: str | None = None) -> dict[str, Any]:
     """Rewrite the plots and report.md of ``out`` from its report.json alone (no Run is read or trained), e.g.
     after a change to the rendering, or where the Runs' files are not on this machine."""
-    from clip4rec.evaluate import plots
     out = Path(out)
     path = out / "report.json"
     if not path.exists():
@@ -333,14 +329,6 @@ def rerender(out: str | Path, note: str | None = None) -> dict[str, Any]:
     return report
 
 
-# ---- Markdown (rendered from report.json alone, so it can be regenerated) ----------------------------
-def vectors_label(report: dict[str, Any], variant: str) -> str:
-    src = report["item_vectors"].get(variant) or []
-    if variant == "pop":
-        return "training popularity (nothing learned)"
-    return " + ".join(src) if src else "learned ID embeddings"
-
-
 def training_machines(cells: Sequence[dict[str, Any]], results: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
     """Distinct machines the cells were trained on (from each Run's training.json), with their cell counts."""
     found: dict[str, dict[str, Any]] = {}
@@ -349,183 +337,3 @@ def training_machines(cells: Sequence[dict[str, Any]], results: dict[Any, dict[s
         key = json.dumps(machine, sort_keys=True)
         found.setdefault(key, {"machine": machine, "cells": 0})["cells"] += 1
     return list(found.values())
-
-
-def _legacy_machine(report: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Reports of 2026-11-27 morning recorded one machine for the whole report (the one that wrote it)."""
-    machine = report.get("machine")
-    return [{"machine": machine, "cells": len(report["cells"])}] if machine else None
-
-
-def _machine_lines(machines: Sequence[dict[str, Any]] | None) -> list[str]:
-    if not machines:  # reports written before machines were recorded
-        return []
-    lines = ["", "Trained on (seconds per epoch compare only within one machine):"]
-    for m in machines:
-        where = describe(m["machine"]) if m["machine"] else "not recorded (trained before clip4rec recorded machines)"
-        lines.append(f"- {m['cells']} cell(s): {where}")
-    return lines
-
-
-def _fmt(summary: dict[str, Any] | None, digits: int = 4) -> str:
-    if not summary:
-        return "-"
-    cell = f"{summary['mean']:.{digits}f}"
-    if summary.get("ci"):
-        lo, hi = summary["ci"]
-        cell += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return cell
-
-
-def _count(per_seed: Sequence[int]) -> str:
-    """Case count of a segment: one number, or min-max when seeds differ (the cold split draws per seed)."""
-    lo, hi = min(per_seed), max(per_seed)
-    return str(lo) if lo == hi else f"{lo}-{hi}"
-
-
-def _training_cell(summary: dict[str, Any] | None, field: str) -> str:
-    """Seconds as `mean [CI]`; epoch counts as integers: one number, or min-max when seeds differ."""
-    if field in ("best_epoch", "epochs_run"):
-        return _count([int(round(x)) for x in summary["per_seed"]]) if summary else "-"
-    return _fmt(summary, 2)
-
-
-def _p(x: float | None) -> str:
-    return "-" if x is None else (f"{x:.2e}" if x < 1e-3 else f"{x:.4f}")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    g, ds, agg = report["grid"], report["dataset"], report["aggregate"]
-    cfg = report["base_config"]
-    lines = [f"# Variant comparison: {Path(ds['path']).name}", "",
-             *([f"> {report['note']}", ""] if report.get("note") else []),
-             f"Command: `{report['command']}`  ", f"Created {report['created']}, clip4rec {report['versions']['clip4rec']}.",
-             "", f"Dataset `{ds['path']}` (source {ds['source']}): {ds['users']} users, {ds['items']} items, {ds['interactions']} interactions. "
-             f"Splits {', '.join(g['splits'])}; seeds {g['seeds']}; backbone {cfg['model']['backbone']}, "
-             f"hidden {cfg['model']['hidden']}, max_len {cfg['model']['max_len']}, id_dropout {cfg['model'].get('id_dropout')}, "
-             f"max_epochs {cfg['train']['max_epochs']}, patience {cfg['train']['patience']}, "
-             f"time limit {cfg['train']['time_limit_s']} s; full ranking (exclude_seen={cfg['eval']['exclude_seen']}).",
-             *_machine_lines(report.get("machines") or _legacy_machine(report)),
-             "", "## Item vectors (which encoder made them)", ""]
-    lines += _table(["variant", "item vectors"], [[v, vectors_label(report, v)] for v in g["variants"]])
-    if not report["stores"]:
-        lines.append("No embedding store: every variant here learns ID embeddings only.")
-    for store, encs in report["stores"].items():
-        for name, e in encs.items():
-            kind = "CLIP" if e.get("is_clip") else ("stand-in for CLIP" if e.get("stand_in_for_clip") else "")
-            lines.append(f"- `{name}` in `{store}`{f' ({kind})' if kind else ''}: {e.get('note') or ''} "
-                         f"identity {json.dumps(e.get('identity'))}")
-    lines += ["", "Intervals: `mean [lo, hi]` = 95% t-interval over seeds (a single seed shows its bootstrap CI "
-              "over users); per-seed bootstrap CIs are in report.json.", ""]
-    for split in g["splits"]:
-        lines += [f"## Split `{split}`", ""]
-        lines += _split_tables(report, split)
-    lines += _goal_lines(report["goals"])
-    if report.get("plots"):
-        lines += ["## Plots", "", *(f"![{p}]({p})" for p in report["plots"]), ""]
-    lines += _run_lines(report)
-    return "\n".join(lines)
-
-
-def _run_lines(report: dict[str, Any]) -> list[str]:
-    """Where each cell's Run directory is (relative to the report): what `clip4rec serve` / `evaluate` take."""
-    dirs: dict[tuple[str, str], list[str]] = {}
-    for c in report.get("cells", []):
-        dirs.setdefault((c["split"], c["variant"]), []).append(f"`{c['run_dir']}`")
-    if not dirs:
-        return []
-    return ["## Run directories (relative to this report)", "",
-            *_table(["split", "variant", "Run directories"], [[sp, v, ", ".join(d)] for (sp, v), d in dirs.items()])]
-
-
-def _split_tables(report: dict[str, Any], split: str) -> list[str]:
-    agg, variants = report["aggregate"][split], report["grid"]["variants"]
-    lines: list[str] = []
-    ks = sorted({int(m.split("@")[1]) for v in variants for m in (agg[v]["metrics"]["overall"] or {}) if "@" in m})
-    overall_cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + ["mrr"]
-    lines += ["### Overall", ""]
-    lines += _table(["variant", "item vectors", *overall_cols],
-                    [[v, vectors_label(report, v), *(_fmt((agg[v]["metrics"]["overall"] or {}).get(c))
-                                                     for c in overall_cols)] for v in variants])
-    for a, b in (("cold", "warm"), ("head", "tail")):
-        lines += [f"### {a.capitalize()} vs {b}", ""]
-        if all(agg[v]["metrics"][a] is None for v in variants):
-            lines += [f"No {a}-item test cases in this split.", ""]
-            continue
-        rows = []
-        for v in variants:
-            m = agg[v]["metrics"]
-            ra = (m[a] or {}).get("recall@10")
-            rb = (m[b] or {}).get("recall@10")
-            ratio = f"{ra['mean'] / rb['mean']:.3f}" if ra and rb and rb["mean"] else "-"
-            rows.append([v, f"{_count(agg[v]['counts'][a])} / {_count(agg[v]['counts'][b])}", _fmt(ra), _fmt((m[a] or {}).get("ndcg@10")), _fmt(rb),
-                         _fmt((m[b] or {}).get("ndcg@10")), ratio])
-        lines += _table(["variant", f"cases {a} / {b}", f"{a} R@10", f"{a} N@10", f"{b} R@10", f"{b} N@10",
-                         f"{a}/{b} R@10"], rows)
-    lines += _protocol_lines(report, split)
-    beyond = sorted({k for v in variants for k in agg[v]["beyond"]}, key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
-    lines += ["### Beyond accuracy (top-k lists over all test users)", ""]
-    lines += _table(["variant", *beyond], [[v, *(_fmt(agg[v]["beyond"].get(k)) for k in beyond)] for v in variants])
-    lines += ["### Paired significance (per user, seeds pooled by averaging each user's values)", ""]
-    rows = []
-    shown: set[frozenset[str]] = set()  # "id vs text" and "text vs id" are one comparison: show it once
-    for base, block in report["significance"][split].items():
-        for v, per_metric in block.items():
-            if frozenset((v, base[3:])) in shown:
-                continue
-            shown.add(frozenset((v, base[3:])))
-            for metric, t in per_metric.items():
-                ci = f" [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}]" if t["diff_ci"] else ""
-                lift = "-" if t["lift_pct"] is None else f"{t['lift_pct']:+.1f}%"
-                rows.append([f"{v} vs {base[3:]}", metric, str(t["n"]), f"{t['mean_diff']:+.4f}{ci}", lift,
-                             _p(t["t_p"]), _p(t["wilcoxon_p"])])
-    lines += _table(["comparison", "metric", "users", "mean diff [95% CI]", "lift", "paired t p", "Wilcoxon p"], rows) \
-        if rows else ["No baseline (text or id) in the grid.", ""]
-    lines += ["### Training time and parameters", ""]
-    lines += _table(["variant", "parameters", "train s", "s / epoch", "best epoch", "epochs run"],
-                    [[v, str(agg[v]["parameters"]), *(_training_cell(agg[v]["training"][f], f) for f in TRAINING_FIELDS)]
-                     for v in variants])
-    return lines
-
-
-def _protocol_lines(report: dict[str, Any], split: str) -> list[str]:
-    """Test results with seen items excluded and with them ranked, side by side (the tables above use the
-    report's own setting)."""
-    agg, variants = report["aggregate"][split], report["grid"]["variants"]
-    own = report["base_config"]["eval"]["exclude_seen"]
-    if not any(agg[v].get("other_protocol") for v in variants):
-        return []
-    name = {True: "seen excluded", False: "seen ranked"}
-    segs = ["overall", "cold"] if split == "cold" else ["overall"]
-    header = ["variant"] + [f"{seg} {m.replace('recall', 'R').replace('ndcg', 'N')} ({name[p]})"
-                            for seg in segs for m in PROTOCOL_METRICS for p in (own, not own)]
-    rows = []
-    for v in variants:
-        other = (agg[v].get("other_protocol") or {}).get("metrics", {})
-        row = [v]
-        for seg in segs:
-            for m in PROTOCOL_METRICS:
-                row += [_fmt((agg[v]["metrics"][seg] or {}).get(m)), _fmt((other.get(seg) or {}).get(m))]
-        rows.append(row)
-    return [f"### Protocol: seen items excluded vs ranked (this report's goals use: {name[own]})", "",
-            *_table(header, rows)]
-
-
-def _goal_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["## Goals", ""]
-    for r in rows:
-        if r["met"] is None:
-            lines.append(f"- **not evaluated** — {r['text']}: {r['note']}")
-            continue
-        vals = ", ".join(f"{k} {v:.4f}" for k, v in r["values"].items())
-        ratio = f"ratio {r['ratio']:.3f} (needs >= {r['threshold']:.2f})" if r["ratio"] is not None else ""
-        extra = f"; chosen: `{r['chosen']}`" if r.get("chosen") else ""
-        if "paired_t_p" in r:
-            extra += f"; paired t p {_p(r['paired_t_p'])}"
-        lines.append(f"- **{'met' if r['met'] else 'missed'}** — {r['text']}, split `{r['split']}`: {vals}; {ratio}{extra}")
-    return lines + [""]
