@@ -41,7 +41,7 @@ def no_network(*args, **kwargs):
 @pytest.fixture(scope="module")
 def two_layers():
     """The first two layers, loaded with every outgoing connection refused (offline by construction)."""
-    from clip4rec.encode.encoders.item_llm import dequantised_dir, find_gguf
+    from clip4rec.pretrained import dequantised_dir, find_gguf
     from clip4rec.model.user_llm import load_smollm2_layers
 
     dequantised_dir(find_gguf())  # de-quantises once if the cache is cold (reads only the packaged GGUF)
@@ -75,7 +75,7 @@ def batch(seed: int = 0, b: int = 4, length: int = 10) -> tuple[torch.Tensor, to
 def test_loads_first_layers_offline_from_the_packaged_weights(two_layers):
     from safetensors import safe_open
 
-    from clip4rec.encode.encoders.item_llm import cache_root, dequantised_dir, find_gguf
+    from clip4rec.pretrained import cache_root, dequantised_dir, find_gguf
     from clip4rec.model.user_llm import load_smollm2_layers
 
     folder, _ = dequantised_dir(find_gguf())
