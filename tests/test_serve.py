@@ -22,9 +22,9 @@ pytest.importorskip("httpx", reason="the serve extra is not installed (pip insta
 from fastapi.testclient import TestClient  # noqa: E402
 
 from clip4rec.serve.app import create_app  # noqa: E402
-from clip4rec.config import EncodeConfig, EngineConfig  # noqa: E402
+from clip4rec.config import EncodeConfig, EngineConfig, ServeLimits  # noqa: E402
 from clip4rec.serve.index import ExactIndex, FaissIndex, faiss_available  # noqa: E402
-from clip4rec.serve.state import Limits, ServeError, ServiceState  # noqa: E402
+from clip4rec.serve.state import ServeError, ServiceState  # noqa: E402
 from tests.support.recall import recall_vs_exact  # noqa: E402
 from tests.support.server import BackgroundServer  # noqa: E402
 from tests.support.toy import RingEncoder, build_toy, ring_vectors, train_toy_run  # noqa: E402
@@ -196,7 +196,7 @@ def test_recommend_for_a_known_user_uses_their_dataset_history(fused, numeric):
     assert numeric[1].post("/recommend", json={"user_id": 8, "k": 3}).json()["history_from_user"] == 3
     # The history limit keeps the newest ids: the request's, then the user's latest.
     small = ServiceState(state.model, state.item_ids, state.snapshot.table, users={"u": ["i1", "i2", "i3", "i4"]},
-                         limits=Limits(max_history=3))
+                         limits=ServeLimits(max_history=3))
     assert small.history_for("u", ["i9"]) == (["i3", "i4", "i9"], 2)
     assert small.history_for("u", ["i7", "i8", "i9"]) == (["i7", "i8", "i9"], 0)
     assert small.recommend(user_id="u", k=2)["history_from_user"] == 3
@@ -225,7 +225,7 @@ def test_recommend_input_limits_answer_422_with_a_message(fused, body, status, n
 
 
 def test_body_size_limit_413_by_length_and_by_stream(toy):
-    state = ServiceState.from_run(toy / "fused", limits=Limits(max_body_bytes=2000))
+    state = ServiceState.from_run(toy / "fused", limits=ServeLimits(max_body_bytes=2000))
     client = TestClient(create_app(state))
     big = {"history": ["i1"] * 500}
     r = client.post("/recommend", json=big)
@@ -560,9 +560,7 @@ def test_strings_that_cannot_be_written_back_are_refused_not_500(fused):
         assert r.status_code == 422 and ("surrogate" in r.text or "unicode" in r.text), r.text
 
 
-def test_batched_answers_equal_single_ones_and_concurrent_http_requests_are_coalesced(toy):
-    import httpx
-    from concurrent.futures import ThreadPoolExecutor
+def test_batched_answers_equal_single_ones(toy):
     state = ServiceState.from_run(toy / "fused")
     requests = [(ring_history(k, 3 + k % 9), 1 + k % 15, k % 2 == 0) for k in range(24)]
     requests += [([], 5, True), (["nope"], 3, False), (ring_history(7), 0, True)]
@@ -575,23 +573,57 @@ def test_batched_answers_equal_single_ones_and_concurrent_http_requests_are_coal
         assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in single["items"]]
         scores = [[np.nan if i["score"] is None else i["score"] for i in a["items"]] for a in (answer, single)]
         np.testing.assert_allclose(*scores, rtol=1e-4, atol=1e-4)  # the popularity fallback has no score (nan)
-    app = create_app(state)
-    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
+
+
+def test_concurrent_http_requests_are_coalesced_into_batches(toy):
+    """While one batch computes, the requests that arrive queue and go together into the next pass (cut at
+    max_batch). The first batch is held on a gate until the other clients' requests are all queued, so the
+    batch sizes are known exactly; every answer is still the one a lone request gets."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    state = ServiceState.from_run(toy / "fused")
+    app = create_app(state, max_batch=4)
+    batcher = app.state.batcher
+    gate, sizes = threading.Event(), []
+    compute = state.recommend_many
+
+    def held(batch):
+        sizes.append(len(batch))
+        assert gate.wait(60), "the gate was never opened"
+        return compute(batch)
+
+    state.recommend_many = held  # the batcher's compute step, on its one compute thread
+    clients = 8
+    requests = [(ring_history(k, 3 + k % 9), 1 + k % 15, k % 2 == 0) for k in range(20)]
+    requests.insert(12, (ring_history(7), 0, True))  # a 422: refused at validation, never reaches the batcher
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client, \
+            ThreadPoolExecutor(clients) as pool:
         def call(req):
             history, k, exclude = req
             return client.post("/recommend", json={"history": history, "k": k, "exclude_seen": exclude})
-        with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(call, requests * 4))
-    for (history, k, exclude), r in zip(requests * 4, answers):
+        answers = [pool.submit(call, req) for req in requests]
+        deadline = time.monotonic() + 60
+        while len(batcher.pending) < clients - 1:  # one request computing, the other clients' queued behind it
+            assert time.monotonic() < deadline, f"only {len(batcher.pending)} requests queued"
+            time.sleep(0.01)
+        gate.set()
+        answers = [a.result() for a in answers]
+    # The lone first request ran at once; of the 7 queued behind it, the next pass took max_batch (the rest went
+    # on with whatever arrived meanwhile, never more than max_batch at once).
+    assert sizes[:2] == [1, 4] and max(sizes) == 4
+    assert batcher.requests == sum(sizes) == len(requests) - 1
+    assert batcher.batches == len(sizes) < batcher.requests
+    for (history, k, exclude), r in zip(requests, answers):
         if k == 0:
             assert r.status_code == 422
-        else:
-            assert r.status_code == 200
-            assert [i["item_id"] for i in r.json()["items"]] == [
-                i["item_id"] for i in state.recommend(history, k, exclude)["items"]]
-    batcher = app.state.batcher
-    assert batcher.requests == len(requests * 4) - 4  # k=0 never reaches the batcher (422 at validation)
-    assert batcher.batches <= batcher.requests
+            continue
+        assert r.status_code == 200
+        alone = state.recommend(history, k, exclude)["items"]
+        assert [i["item_id"] for i in r.json()["items"]] == [i["item_id"] for i in alone]
+        np.testing.assert_allclose([i["score"] for i in r.json()["items"]], [i["score"] for i in alone],
+                                   rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed")

@@ -12,10 +12,8 @@ paths the Dataset recorded.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
@@ -25,142 +23,15 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from clip4rec import __version__
+from clip4rec.serve.batcher import Batcher
 from clip4rec.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
-from clip4rec.serve.state import Limits, ServeError, ServiceState
+from clip4rec.serve.schemas import (MAX_ID, ItemInfo, Page, PublishRequest, PublishResponse, RecommendRequest,
+                                    RecommendResponse, SimilarResponse, UserHistory, UsersPage)
+from clip4rec.serve.state import ServeError, ServiceState
 
 STATIC = Path(__file__).parent / "static"
-MAX_ID = 256
-
-
-
-def _utf8(value: str) -> str:
-    """JSON may carry lone surrogates ("\\ud800"); such a string cannot be written back out, so refuse it here."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("not a valid Unicode string (lone surrogate)") from None
-    return value
-
-
-def _number_to_str(value: Any) -> Any:
-    """Ids are strings in the catalog, but MovieLens-style ids are natural to send as JSON numbers: an integer
-    is read as its decimal string (181 -> "181"). Booleans and fractions stay errors (1.0 is not "1")."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_utf8)]
-# An id in a request body: a string, or an integer read as its decimal string; the schema says both.
-RequestId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_utf8),
-                      BeforeValidator(_number_to_str),
-                      WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID},
-                                                {"type": "integer"}],
-                                      "description": "an id as in the catalog; an integer is read as its decimal "
-                                                     "string (181 -> \"181\")"})]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-VectorKey = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_utf8)]
-
-
-# ---- request / response models --------------------------------------------------------------------------
-class RecommendRequest(BaseModel):
-    # Examples come from the served catalog (see create_app), not from here.
-    model_config = ConfigDict(extra="forbid")
-    user_id: RequestId | None = Field(None, description="a user of the Run's Dataset: their interactions there "
-                                      "(oldest first) are the history, followed by `history` if given; "
-                                      "unknown user -> 404")
-    history: list[RequestId] = Field(default_factory=list, max_length=1000,
-                                     description="item ids, oldest first (strings, or integers read as strings); "
-                                                 "unknown ids are reported and skipped")
-    k: int = Field(10, ge=1, le=1000, description="how many items to return")
-    exclude_seen: bool = Field(True, description="leave out items already in the history")
-
-
-class Item(BaseModel):
-    item_id: str
-    title: str | None
-    score: float | None = Field(description="the model's score (user vector · item vector) in /recommend, the "
-                                            "cosine in /similar; null in the popularity fallback, whose items are "
-                                            "ordered by train_count")
-    rank: int
-    cold_start: bool = Field(description="never seen in training: placed by its content vector alone")
-    published: bool = Field(description="added live through POST /items")
-    train_count: int
-    has_image: bool
-
-
-class RecommendResponse(BaseModel):
-    items: list[Item]
-    score_kind: Literal["model", "popularity"] = Field(
-        description="'model': items[].score is user vector · item vector (one scale within a response); "
-                    "'popularity': no history to score, items[].score is null and train_count orders them")
-    user_id: str | None = Field(None, description="the user whose Dataset history was used")
-    history_from_user: int = Field(0, description="history ids taken from that user's interactions")
-    unknown_ids: list[str] = Field(description="history ids not in the catalog (skipped)")
-    history_used: int = Field(description="history items the user tower read")
-    truncated: int = Field(description="older known history items dropped to fit the model's window")
-    max_len: int = Field(description="the model's window")
-    fallback: Literal["popularity"] | None = Field(
-        description="'popularity' when no known history item was left: the most trained-on items")
-    took_ms: float
-
-
-class SimilarResponse(BaseModel):
-    item_id: str
-    by: Literal["image", "text", "fused"]
-    source: str
-    items: list[Item]
-
-
-class PublishRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"item_id": "new-1", "title": "A new film", "vectors": {"lite:image": [0.1, 0.2]}}]})
-    item_id: ItemId
-    title: Annotated[str, StringConstraints(max_length=1000), AfterValidator(_utf8)] | None = None
-    vectors: dict[VectorKey, Annotated[list[FiniteFloat], Field(min_length=1, max_length=8192)]] = Field(
-        min_length=1, max_length=16,
-        description="ENCODER:MODALITY -> raw vector, as written to the store by `clip4rec encode`")
-
-
-class PublishResponse(BaseModel):
-    item_id: str
-    created: bool
-    row: int
-    modalities_used: list[str]
-    ignored: list[str] = Field(description="vector keys this Run does not use")
-    items: int
-
-
-class ItemInfo(BaseModel):
-    item_id: str
-    title: str | None
-    cold_start: bool
-    published: bool
-    train_count: int
-    has_image: bool
-
-
-class Page(BaseModel):
-    total: int
-    offset: int
-    ids: list[str]
-
-
-class UserSummary(BaseModel):
-    user_id: str
-    interactions: int
-
-
-class UsersPage(BaseModel):
-    total: int
-    offset: int
-    users: list[UserSummary]
-
-
-class UserHistory(BaseModel):
-    user_id: str
-    history: list[str]
 
 
 # ---- ASGI pieces --------------------------------------------------------------------------------------------
@@ -215,54 +86,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-class Batcher:
-    """Coalesces concurrent /recommend calls: whatever is queued when the previous batch finishes goes together
-    into one user-tower pass and one table product (`ServiceState.recommend_many`), on one compute thread.
-
-    Nothing waits for a batch to fill: a lone request runs at once, alone. Under load the table is read once
-    per batch instead of once per request, so throughput grows with concurrency instead of latency.
-    """
-
-    def __init__(self, state: ServiceState, max_batch: int = 16) -> None:
-        self.state, self.max_batch = state, max_batch
-        self.pending: list[tuple[tuple[list[str], int, bool], asyncio.Future]] = []
-        self.busy = False
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="clip4rec-recommend")
-        self.batches = self.requests = 0
-
-    async def submit(self, history: list[str], k: int, exclude_seen: bool) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.pending.append(((history, k, exclude_seen), future))
-        if not self.busy:
-            self._start(loop)
-        return await future
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch:]
-        self.busy = True
-        self.batches += 1
-        self.requests += len(batch)
-        work = loop.run_in_executor(self.executor, self.state.recommend_many, [args for args, _ in batch])
-        work.add_done_callback(lambda done: self._finish(loop, batch, done))
-
-    def _finish(self, loop: asyncio.AbstractEventLoop, batch, done: asyncio.Future) -> None:
-        self.busy = False
-        error = done.exception()
-        results = [error] * len(batch) if error else done.result()
-        for (_, future), result in zip(batch, results):
-            if future.done():  # the client went away
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        if self.pending:
-            self._start(loop)
-
-
 def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
-    limits: Limits = state.limits
     app = FastAPI(title="clip4rec", version=__version__,
                   description="Sequential recommendation over a precomputed item table: one user-tower pass and "
                               "one top-k per request. Items can be added live from their encoder vectors.")
@@ -274,9 +98,17 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
                     "recommend_batched_requests": ("Requests answered through those batches.",
                                                    lambda: batcher.requests)})
     app.state.service, app.state.metrics, app.state.batcher = state, metrics, batcher
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=state.limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: times everything
+    _error_handlers(app)
+    _recommend_route(app, state, batcher)
+    _item_routes(app, state)
+    _user_routes(app, state)
+    _service_routes(app, state, metrics)
+    return app
 
+
+def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, err: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes the input, and a NaN in it would make the 422 itself fail (a 500).
@@ -286,12 +118,8 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
     async def _serve_error(_, err: ServeError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=err.status)
 
-    def _item_or_404(item_id: str) -> int:
-        i = state.lookup(item_id)
-        if i is None:
-            raise ServeError(f"unknown item id {item_id!r}", 404)
-        return i
 
+def _recommend_route(app: FastAPI, state: ServiceState, batcher: Batcher) -> None:
     examples = recommend_examples(state)
 
     @app.post("/recommend", response_model=RecommendResponse, tags=["recommend"])
@@ -308,6 +136,14 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
         out.update(user_id=request.user_id, history_from_user=from_user,
                    took_ms=round((time.perf_counter() - t0) * 1000, 3))
         return out
+
+
+def _item_routes(app: FastAPI, state: ServiceState) -> None:
+    def _item_or_404(item_id: str) -> int:
+        i = state.lookup(item_id)
+        if i is None:
+            raise ServeError(f"unknown item id {item_id!r}", 404)
+        return i
 
     @app.get("/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
     def similar(item_id: Annotated[str, PathParam(max_length=MAX_ID)],
@@ -344,6 +180,8 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
             raise ServeError(f"item {item_id!r} has no image", 404)
         return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
+
+def _user_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/users", response_model=UsersPage, tags=["users"])
     def users(offset: Annotated[int, Query(ge=0)] = 0,
               limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
@@ -355,8 +193,10 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
     def user(user_id: Annotated[str, PathParam(max_length=MAX_ID)]) -> dict[str, Any]:
         if user_id not in state.users:
             raise ServeError(f"unknown user id {user_id!r}", 404)
-        return {"user_id": user_id, "history": state.users[user_id][-limits.max_history:]}
+        return {"user_id": user_id, "history": state.users[user_id][-state.limits.max_history:]}
 
+
+def _service_routes(app: FastAPI, state: ServiceState, metrics: Metrics) -> None:
     @app.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
         return state.health()
@@ -370,7 +210,6 @@ def create_app(state: ServiceState, max_batch: int = 16) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def recommend_examples(state: ServiceState) -> dict[str, dict[str, Any]]:

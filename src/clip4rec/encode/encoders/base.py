@@ -10,7 +10,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from clip4rec.encode.images import ImagePrep
-from clip4rec.pretrained import WeightsUnavailable, digest_files
+from clip4rec.pretrained import WeightsUnavailable
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 

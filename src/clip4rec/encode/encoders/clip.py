@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from clip4rec.encode.encoders.base import (DEFAULT_CLIP, Encoder, EncoderUnavailable, digest_files, is_clip_folder,
-                                           register)
+from clip4rec.encode.encoders.base import DEFAULT_CLIP, Encoder, EncoderUnavailable, is_clip_folder, register
 from clip4rec.encode.images import ImagePrep
+from clip4rec.pretrained import digest_files
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from clip4rec.encode.encoders.base import (Encoder, EncoderUnavailable, digest_files, masked_mean, package_version,
-                                           register)
+from clip4rec.encode.encoders.base import Encoder, EncoderUnavailable, masked_mean, package_version, register
 from clip4rec.encode.images import ImagePrep
+from clip4rec.pretrained import digest_files
 
 # The TF EfficientNet-Lite models were trained on (pixel - 127) / 128.
 LITE_MEAN = (127.0 / 255.0,) * 3
