@@ -89,6 +89,10 @@ def test_evaluate_cli_json_and_reevaluation_is_identical(dataset_dir, tmp_path):
     printed = json.loads(result.output)
     assert printed["metrics"] == first["metrics"]
     assert {"recall@10", "ndcg@10", "mrr", "recall@20", "hr@5"} <= set(printed["metrics"]["overall"])
+    # A Run of the format before Runs carried their data (no run.json, data.*) is rebuilt from its Dataset.
+    for name in ("run.json", "data.safetensors", "data.json"):
+        (tmp_path / "run" / name).unlink()
+    assert evaluate(tmp_path / "run", progress=False) == first
 
 
 def test_train_refuses_to_mix_runs(dataset_dir, tmp_path):
