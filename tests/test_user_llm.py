@@ -66,6 +66,11 @@ def tower(base, mode: str, rank: int = 4, seed: int = 0, **kw):
                        llm=copy.deepcopy(base), **kw)
 
 
+def lora_b(proj) -> torch.Tensor:
+    """The B matrix of a LoRA-wrapped projection (peft names it lora_B["default"])."""
+    return proj.lora_B["default"].weight
+
+
 def batch(seed: int = 0, b: int = 4, length: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     mask = torch.arange(length)[None, :] < torch.tensor([length, 7, 3, 1])[:b, None]  # right-padded
@@ -125,8 +130,9 @@ def test_training_moves_exactly_the_trainable_parameters(one_layer, mode):
     moved = {n for n, p in t.named_parameters() if not torch.equal(p, before[n])}
     assert moved == trainable
     if mode == "lora":
-        assert all(n.endswith(("lora_a", "lora_b")) or n.startswith("adapter_") for n in moved)
-        assert sum(n.endswith("lora_a") for n in moved) == 2  # q_proj and v_proj of the one layer
+        assert all(n.endswith(("lora_A.default.weight", "lora_B.default.weight")) or n.startswith("adapter_")
+                   for n in moved)
+        assert sum(n.endswith("lora_A.default.weight") for n in moved) == 2  # q_proj and v_proj of the one layer
     if mode == "frozen":
         assert all(n.startswith("adapter_") for n in moved)
     if mode == "full":
@@ -139,8 +145,47 @@ def test_lora_starts_as_the_pretrained_layers(one_layer):
     lora, frozen = tower(one_layer, "lora").eval(), tower(one_layer, "frozen").eval()
     with torch.no_grad():
         assert torch.equal(lora(x, mask)[mask], frozen(x, mask)[mask])
-        lora.llm.layers[0].self_attn.v_proj.lora_b.add_(0.1)  # and a trained B does change the output
+        lora_b(lora.llm.layers[0].self_attn.v_proj).add_(0.1)  # and a trained B does change the output
         assert not torch.allclose(lora(x, mask)[mask], frozen(x, mask)[mask], atol=1e-4)
+
+
+def test_lora_draws_what_the_hand_written_lora_drew(one_layer):
+    """A seed gives the same tower as before peft: each A is Kaiming-uniform from the caller's RNG, q before v,
+    and peft's own construction draws nothing from it, so whatever is built after the tower starts the same."""
+    lora = tower(one_layer, "lora", rank=4, seed=5)
+    after_lora = torch.rand(4)
+    tower(one_layer, "frozen", seed=5)  # the same draws up to the LoRA part (the adapters)
+    expected = []
+    for _ in one_layer.layers:
+        for _name in ("q_proj", "v_proj"):
+            a = torch.empty(4, WIDTH)
+            torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            expected.append(a)
+    got = [getattr(layer.self_attn, name).lora_A["default"].weight
+           for layer in lora.llm.layers for name in ("q_proj", "v_proj")]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected) == 2
+    assert torch.equal(after_lora, torch.rand(4))
+
+
+def test_a_run_saved_before_peft_loads_into_the_peft_tower(one_layer):
+    """Runs saved with the hand-written LoRA named its tensors q_proj.base.weight, .lora_a, .lora_b."""
+    trained = tower(one_layer, "lora", seed=1).eval()
+    with torch.no_grad():
+        lora_b(trained.llm.layers[0].self_attn.v_proj).normal_(std=0.05)
+    old_names = {"base_layer.weight": "base.weight", "lora_A.default.weight": "lora_a",
+                 "lora_B.default.weight": "lora_b"}
+    old = {}
+    for key, value in trained.state_dict().items():
+        for new, before in old_names.items():
+            if key.endswith(f"proj.{new}"):
+                key = key[: -len(new)] + before
+        old[key] = value
+    assert "llm.layers.0.self_attn.q_proj.lora_a" in old and "llm.layers.0.self_attn.v_proj.base.weight" in old
+    fresh = tower(one_layer, "lora", seed=2).eval()
+    fresh.load_state_dict(old)
+    x, mask = batch(5)
+    with torch.no_grad():
+        assert torch.equal(fresh(x, mask), trained(x, mask))
 
 
 def test_padding_never_reaches_real_positions(one_layer):
@@ -148,7 +193,7 @@ def test_padding_never_reaches_real_positions(one_layer):
     shortcut possible) takes the masked path and also leaves the real positions alone."""
     t = tower(one_layer, "lora").eval()
     with torch.no_grad():
-        t.llm.layers[0].self_attn.q_proj.lora_b.normal_(std=0.05)
+        lora_b(t.llm.layers[0].self_attn.q_proj).normal_(std=0.05)
         x, mask = batch(2)
         together = t(x, mask)
         for row in range(len(x)):
@@ -174,8 +219,8 @@ def test_last_hidden_equals_forward_at_each_rows_last_position(one_layer, two_la
     x, mask = batch(4)
     with torch.no_grad():
         for layer in t.llm.layers:
-            layer.self_attn.q_proj.lora_b.normal_(std=0.05)
-            layer.self_attn.v_proj.lora_b.normal_(std=0.05)
+            lora_b(layer.self_attn.q_proj).normal_(std=0.05)
+            lora_b(layer.self_attn.v_proj).normal_(std=0.05)
         last = mask.sum(1) - 1
         full = t(x, mask)[torch.arange(len(x)), last]
         short = t.last_hidden(x, mask)
@@ -220,14 +265,16 @@ def test_saved_smollm2_run_reloads_to_identical_scores(smollm2_run):
     from safetensors.torch import load_file
 
     from clip4rec.model.artifact import Run
-    from clip4rec.model.user_llm import LoRALinear, SmolLMTower
+    from peft.tuners.lora import LoraLayer
+
+    from clip4rec.model.user_llm import SmolLMTower
 
     run, metrics = smollm2_run
     saved = Run.load(run)  # its cases, item ids and model
     model = saved.model
     assert saved.config.model.backbone == "smollm2" and isinstance(model.tower, SmolLMTower)
-    assert isinstance(model.tower.llm.layers[0].self_attn.q_proj, LoRALinear) and len(model.tower.llm.layers) == 1
-    assert float(model.tower.llm.layers[0].self_attn.q_proj.lora_b.detach().abs().sum()) > 0  # trained weights came back
+    assert isinstance(model.tower.llm.layers[0].self_attn.q_proj, LoraLayer) and len(model.tower.llm.layers) == 1
+    assert float(lora_b(model.tower.llm.layers[0].self_attn.q_proj).detach().abs().sum()) > 0  # trained weights came back
     table = model.item_table().detach()
     assert torch.equal(table, load_file(run / "item_table.safetensors")["item_table"])
     scores = model.score(saved.test.histories, table)

@@ -5,8 +5,8 @@ sequence of 50 items costs 50 positions. An adapter maps item space -> LM width 
 are trained fully, frozen, or through LoRA on the attention projections (the default: small and stable).
 
 What a mode trains, exactly (tests/test_user_llm.py counts it): the two adapters always; `frozen` nothing
-of the LM; `lora` rank-r A and B on every q_proj and v_proj; `full` every LM weight (decoder layers and
-final norm). The placeholder token embedding is never read (inputs_embeds) and is never trained.
+of the LM; `lora` rank-r A and B on every q_proj and v_proj (``peft``); `full` every LM weight (decoder layers
+and final norm). The placeholder token embedding is never read (inputs_embeds) and is never trained.
 
 Cost: the LM dominates (its matmuls are ~80% of a training step on the CPU), so exact savings are small:
 no KV cache (nothing is generated) and no 4-D padding mask when the batch is right-padded (the causal mask
@@ -21,28 +21,46 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-class LoRALinear(nn.Module):
-    """y = W x + (alpha / r) * B A x, with W frozen and B initialised to zero (starts as the pretrained layer)."""
+LORA_TARGETS = ("q_proj", "v_proj")
+LORA_ALPHA = 16.0
+# Keys of the hand-written LoRA that Runs saved before peft hold, and what peft names the same tensors.
+_OLD_LORA_KEY = re.compile(r"\.(q_proj|v_proj)\.(base\.weight|lora_a|lora_b)$")
+_NEW_LORA_KEY = {"base.weight": "base_layer.weight", "lora_a": "lora_A.default.weight",
+                 "lora_b": "lora_B.default.weight"}
 
-    def __init__(self, base: nn.Linear, rank: int = 8, alpha: float = 16.0):
-        super().__init__()
-        self.base = base
-        self.base.weight.requires_grad_(False)
-        if self.base.bias is not None:
-            self.base.bias.requires_grad_(False)
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
-        self.scale = alpha / rank
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+def add_lora(llm: nn.Module, rank: int, alpha: float = LORA_ALPHA) -> None:
+    """LoRA (``peft``) on every q_proj and v_proj: y = W x + (alpha / r) B A x, W frozen, B zero at init (the
+    tower starts as the pretrained layers), A Kaiming-uniform, no dropout, no bias.
+
+    peft's layer constructors draw from the global RNG (nn.Linear's own initialisation) before it draws A again;
+    the RNG is forked around them and A is drawn here, layer by layer, q before v, from the caller's RNG: what
+    the hand-written LoRA this replaced drew, so a seed gives the same tower, and every module built after it
+    (item side, head) the same initial weights, as before.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(LORA_TARGETS))
+    with torch.random.fork_rng(devices=[]):
+        inject_adapter_in_model(config, llm)
+    for layer in llm.layers:
+        for name in LORA_TARGETS:
+            nn.init.kaiming_uniform_(getattr(layer.self_attn, name).lora_A["default"].weight, a=math.sqrt(5))
+
+
+def _upgrade_lora_keys(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """Load-time hook: rename a pre-peft Run's LoRA tensors (q_proj.lora_a, ...) to peft's names, in place."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        match = _OLD_LORA_KEY.search(key)
+        if match:
+            state_dict[key[: match.start(2)] + _NEW_LORA_KEY[match.group(2)]] = state_dict.pop(key)
 
 
 def load_smollm2_layers(n_layers: int) -> nn.Module:
@@ -93,10 +111,8 @@ class SmolLMTower(nn.Module):
             self.llm.requires_grad_(False)
         self.llm.embed_tokens.requires_grad_(False)  # never read (inputs_embeds), so never trained
         if train_mode == "lora":
-            for layer in self.llm.layers:
-                attn = layer.self_attn
-                attn.q_proj = LoRALinear(attn.q_proj, lora_rank)
-                attn.v_proj = LoRALinear(attn.v_proj, lora_rank)
+            add_lora(self.llm, lora_rank)
+            self.register_load_state_dict_pre_hook(_upgrade_lora_keys)
         elif train_mode not in ("full", "frozen"):
             raise ValueError(f"unknown LLM training mode {train_mode!r}; use full, frozen or lora")
 
