@@ -8,12 +8,14 @@ scans those few exactly and merges (see `state.py`), so no index is ever mutated
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
-IndexKind = Literal["exact", "faiss"]
+from clip4rec.config import FaissKind, IndexKind
+
+__all__ = ["ExactIndex", "FaissIndex", "FaissKind", "IndexKind", "TopK", "build_index", "faiss_available"]
 
 
 class TopK(Protocol):
@@ -53,9 +55,6 @@ def faiss_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-FaissKind = Literal["ivf", "hnsw", "flat"]
 
 
 class FaissIndex:

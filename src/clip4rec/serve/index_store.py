@@ -5,14 +5,13 @@ in seconds. The JSON records what the index was built from: the sha256 of the it
 float32 bytes and the item id order), so a Run retrained or re-exported after the build is refused with a
 clear message instead of being served through an index of vectors that no longer exist.
 
-Written atomically (temp file + ``os.replace``), index first, manifest last: a manifest means a complete index.
+Written atomically (``clip4rec.files``: temp file + ``os.replace``), index first, manifest last: a manifest means a complete index.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from clip4rec.files import atomic_write, write_json
 from clip4rec.serve.index import FaissIndex, _faiss
 
 INDEX_DIR = "index"
@@ -63,17 +63,13 @@ def build_and_save(run_dir: str | Path, table: torch.Tensor, item_ids: Sequence[
     faiss = _faiss()
     path, meta = index_paths(run_dir, index.kind)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index.index, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: faiss.write_index(index.index, str(tmp)))
     manifest = {"kind": index.kind, "requested_kind": kind, "params": index.params(), "n_items": index.n,
                 "dim": int(table.shape[1]), "table_sha256": table_fingerprint(table, item_ids),
                 "build_seconds": round(build_s, 3), "index_bytes": path.stat().st_size, "file": path.name,
                 "faiss": getattr(faiss, "__version__", None),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = meta.with_name(meta.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, meta)
+    write_json(meta, manifest)
     return manifest
 
 
