@@ -22,7 +22,7 @@ the paths they recorded (`Run.load` says so when those are gone).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ CONFIG, SPLIT, WEIGHTS, MANIFEST = "config.json", "split.json", "model.safetenso
 ITEM_IDS, ITEM_TABLE, DATA, DATA_STRINGS = "item_ids.json", "item_table.safetensors", "data.safetensors", "data.json"
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compare their files, not the objects
 class Catalog:
     """What serving shows beside the scores: item titles and images (absolute paths: images are referenced,
     not copied, so a moved Run may find none), and each user's interactions, oldest first, as item rows."""
@@ -56,8 +56,10 @@ class Catalog:
     user_items: list[np.ndarray]
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
+    """A trained model with everything evaluation and serving read; see the module docstring for its files."""
+
     config: Config
     model: SequentialRecommender
     item_ids: list[str]
@@ -69,7 +71,7 @@ class Run:
     test: EvalCases
     catalog: Catalog
     record: dict[str, Any]        # config.json: the config, the dataset path, versions, creation time
-    root: Path | None = field(default=None, compare=False)
+    root: Path | None = None      # the directory it was saved to or loaded from
 
     @property
     def n_items(self) -> int:
