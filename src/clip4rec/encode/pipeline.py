@@ -45,8 +45,8 @@ from typing import Any, Callable
 import numpy as np
 
 from clip4rec.config import AlignConfig, EncodeConfig, EncoderOptions
-from clip4rec.encode.align import AlignmentHeads, as_spec, train_heads
 from clip4rec.encode import safetensors_io as st
+from clip4rec.encode.align import AlignmentHeads, as_spec, train_heads
 from clip4rec.encode.encoders import Encoder, load_encoder
 from clip4rec.encode.engines import Engine, EncoderSpec, get_engine
 from clip4rec.encode.manifest import (EncoderEntry, KindCounts, LastRun, align_fingerprint, encoder_fingerprint,
