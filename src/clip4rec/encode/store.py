@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from clip4rec.encode import safetensors_io as st
 from clip4rec.encode.align import AlignmentHeads
+from clip4rec.files import atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -62,22 +62,15 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         return {"format_version": FORMAT_VERSION, "encoders": {}}
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{MANIFEST}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=2, default=str, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / MANIFEST)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = json.dumps(manifest, indent=2, default=str, ensure_ascii=False)
+    # fsync'd like the store's data files (safetensors_io): after a crash the manifest still describes them.
+    atomic_write(root / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=True)
 
 
 class ModalityFile:
