@@ -10,7 +10,7 @@ from typing import Any, Optional, get_args
 
 import typer
 
-from clip4rec.config import ConfigError, FaissKind, ServeConfig, load_config
+from clip4rec.config import ConfigError, FaissKind, IndexChoice, ServeConfig, load_config
 
 
 # Flags default to None so that only what the user typed overrides a --config file; --help shows the config's
@@ -73,7 +73,7 @@ def _settings(config: Optional[Path], flags: dict[str, Any]) -> ServeConfig:
         raise typer.Exit(2)
 
 
-def index_choice(settings: ServeConfig, faiss_installed: bool) -> tuple[str, dict[str, Any]]:
+def index_choice(settings: ServeConfig, faiss_installed: bool) -> tuple[IndexChoice, dict[str, Any]]:
     """(index to ask ServiceState for, its options): faiss gets every knob with its default; persisted and auto
     only the ones given (the rest are as persisted); auto without faiss installed is exact."""
     if settings.index == "faiss":
@@ -97,8 +97,8 @@ def _load_state(run: Path, settings: ServeConfig) -> Any:
         torch.set_num_threads(settings.threads)
     index, options = index_choice(settings, faiss_available())
     try:
-        return ServiceState.from_run(run, stores=settings.stores, index=index,  # type: ignore[arg-type]
-                                     index_options=options, limits=settings.limits)
+        return ServiceState.from_run(run, stores=settings.stores, index=index, index_options=options,
+                                     limits=settings.limits)
     except (FileNotFoundError, ValueError) as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(2)
@@ -121,9 +121,9 @@ def index_cmd(
     """Build a FAISS index over a Run's item table and save it beside the Run (RUN/index/); `serve` loads it."""
     import torch
 
+    from clip4rec.model.artifact import Run
     from clip4rec.serve.index import faiss_available
     from clip4rec.serve.index_store import build_and_save
-    from clip4rec.serve.state import load_serving_table
     if kind not in get_args(FaissKind):
         raise typer.BadParameter(f"--kind must be {', '.join(get_args(FaissKind))}")
     if not faiss_available():
@@ -132,11 +132,11 @@ def index_cmd(
     if threads:
         torch.set_num_threads(threads)
     try:
-        *_, item_ids, table = load_serving_table(run)
+        loaded = Run.load(run)
     except (FileNotFoundError, ValueError) as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(2)
-    m_ = build_and_save(run, table, item_ids, kind=kind, nlist=nlist, nprobe=nprobe, m=m,
+    m_ = build_and_save(run, loaded.item_table, loaded.item_ids, kind=kind, nlist=nlist, nprobe=nprobe, m=m,
                         ef_construction=ef_construction, ef_search=ef_search)
     typer.echo(f"built {m_['kind']} index over {m_['n_items']} items x {m_['dim']} in {m_['build_seconds']}s "
                f"({m_['index_bytes'] / 2**20:.1f} MiB, {m_['params']}) -> {run / 'index' / m_['file']}")

@@ -15,7 +15,7 @@ import torch
 
 from clip4rec.config import FaissKind, IndexKind
 
-__all__ = ["ExactIndex", "FaissIndex", "FaissKind", "IndexKind", "TopK", "build_index", "faiss_available"]
+__all__ = ["ExactIndex", "FaissIndex", "TopK", "build_index", "faiss_available"]
 
 
 class TopK(Protocol):

@@ -25,8 +25,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from clip4rec.config import IndexChoice, IndexKind, ServeLimits
 from clip4rec.model.artifact import Run
-from clip4rec.serve.index import ExactIndex, FaissIndex, IndexKind, build_index
+from clip4rec.serve.index import ExactIndex, FaissIndex, build_index
 
 SimilarBy = Literal["image", "text", "fused"]
 
@@ -37,15 +38,6 @@ class ServeError(Exception):
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_k: int = 1000
-    max_history: int = 1000
-    max_body_bytes: int = 1 << 20
-    max_id_length: int = 256
-    max_vector_dim: int = 8192
 
 
 class Rows:
@@ -106,13 +98,13 @@ class ServiceState:
                  titles: Sequence[str | None] | None = None, train_counts: np.ndarray | None = None,
                  images: Sequence[Path | None] | None = None, users: dict[str, list[str]] | None = None,
                  similar: dict[str, SimilarTable] | None = None, index: IndexKind = "exact",
-                 index_options: dict[str, Any] | None = None, limits: Limits | None = None,
+                 index_options: dict[str, Any] | None = None, limits: ServeLimits | None = None,
                  info: dict[str, Any] | None = None, prebuilt: FaissIndex | None = None):
         if len(item_ids) != table.shape[0]:
             raise ValueError(f"{len(item_ids)} item ids for a table of {table.shape[0]} rows")
         self.model = model.eval()
         self.max_len = int(getattr(model, "max_len", 50))
-        self.limits = limits or Limits()
+        self.limits = limits or ServeLimits()
         self.info = dict(info or {})
         self.n_base = len(item_ids)
         # Append-only catalog: entries at positions >= a snapshot's n are invisible to that snapshot.
@@ -144,8 +136,8 @@ class ServiceState:
     # ---- loading ------------------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, *, stores: Sequence[str | Path] = (),
-                 index: IndexKind | Literal["auto", "persisted"] = "exact",
-                 index_options: dict[str, Any] | None = None, limits: Limits | None = None) -> "ServiceState":
+                 index: IndexChoice = "exact", index_options: dict[str, Any] | None = None,
+                 limits: ServeLimits | None = None) -> "ServiceState":
         """``index``: exact | faiss (built now, in memory) | persisted (the FAISS index `clip4rec index` saved
         beside the Run; ``index_options["kind"]`` picks one, else the newest) | auto (persisted if the Run has
         one, else exact). A persisted index built from another item table is refused (StaleIndexError)."""
@@ -425,12 +417,6 @@ class ServiceState:
                 sim._view = sim.rows.append(v)
             else:
                 sim._view = sim.rows.replace(row, v)
-
-
-def load_serving_table(run_dir: str | Path) -> tuple[Run, list[str], torch.Tensor]:
-    """(Run, item ids, item table): the table the service scores against, as the Run saved it."""
-    run = Run.load(run_dir)
-    return run, run.item_ids, run.item_table
 
 
 def _fusion(item_side):
