@@ -289,3 +289,48 @@ def test_saved_smollm2_run_reloads_to_identical_scores(smollm2_run):
     for row, user in enumerate(saved.test.user_ids):
         for item in saved.item_ids:
             assert np.float32(written[user, item]) == scores[row, index[item]].item(), (user, item)
+
+
+def _blocked(*args, **kwargs):
+    raise AssertionError("loading a saved Run read the packaged SmolLM2 weights")
+
+
+def test_a_saved_smollm2_run_loads_as_an_empty_skeleton(smollm2_run, tmp_path):
+    """run.json records the LM's architecture, and model.safetensors every LM weight (frozen ones included), so
+    Run.load builds the tower from that alone: nothing reads the packaged weights, and the scores are those of
+    an older Run (no architecture recorded) loaded through the pretrained layers, bit for bit."""
+    import json
+    import shutil
+
+    from safetensors import safe_open
+
+    import clip4rec.model.user_llm as user_llm
+    import clip4rec.pretrained as pretrained
+    from clip4rec.model.artifact import Run
+
+    run, _ = smollm2_run
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["llm"]["num_hidden_layers"] == 1 and "_name_or_path" not in manifest["llm"]
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        saved = set(f.keys())
+    with pytest.MonkeyPatch.context() as mp:
+        for module, name in ((user_llm, "load_smollm2_layers"), (pretrained, "find_gguf"),
+                             (pretrained, "dequantised_dir")):
+            mp.setattr(module, name, _blocked)
+        skeleton = Run.load(run)
+    frozen = {k for k, p in skeleton.model.named_parameters() if not p.requires_grad}
+    assert "tower.llm.layers.0.mlp.down_proj.weight" in frozen and frozen <= saved
+
+    older = tmp_path / "older"
+    shutil.copytree(run, older)
+    del manifest["llm"]
+    (older / "run.json").write_text(json.dumps(manifest, indent=2))
+    pretrained_path = Run.load(older)
+    table = skeleton.item_table
+    cases = skeleton.test.histories
+    with torch.no_grad():
+        assert torch.equal(skeleton.model.score(cases, table), pretrained_path.model.score(cases, table))
+        assert torch.equal(skeleton.model.item_table(), pretrained_path.model.item_table())
+
+    again = skeleton.save(tmp_path / "again")  # the architecture survives a save of the loaded Run unchanged
+    assert (again / "run.json").read_bytes() == (run / "run.json").read_bytes()

@@ -10,8 +10,8 @@ RUN/item_table.safetensors  the final item vectors the online stage scores again
 RUN/data.safetensors        training counts, the cold-item mask, the validation and test cases (histories as
                             offsets + items, targets) and every user's interactions, as item rows
 RUN/data.json               the strings beside them: case and user ids, item titles, image paths
-RUN/run.json                format and the content shapes the model skeleton is rebuilt from; written last,
-                            so a Run with run.json is complete
+RUN/run.json                format and the shapes the model skeleton is rebuilt from (content blocks; a
+                            smollm2 tower's LM architecture); written last, so a Run with run.json is complete
 Written by training: checkpoint.pt, train_log.jsonl, training.json; by evaluation: metrics.json and
 {test,valid}.{run,qrels}.trec.
 
@@ -36,7 +36,7 @@ from clip4rec.config import Config
 from clip4rec.data.dataset import Dataset
 from clip4rec.data.splits import EvalCases, Split, user_sequences
 from clip4rec.files import atomic_write, write_json
-from clip4rec.model.build import build_model, content_shapes, empty_model, split_for
+from clip4rec.model.build import build_model, content_shapes, empty_model, llm_shape, split_for
 from clip4rec.model.modalities import content_for
 from clip4rec.model.recommender import SequentialRecommender
 
@@ -118,8 +118,11 @@ class Run:
         write_json(root / DATA_STRINGS, {"valid_user_ids": self.valid.user_ids, "test_user_ids": self.test.user_ids,
                                          "user_ids": self.catalog.user_ids, "titles": self.catalog.titles,
                                          "images": self.catalog.images})
-        write_json(root / MANIFEST, {"format": RUN_FORMAT, "n_items": self.n_items,
-                                     "content": content_shapes(self.model)})
+        manifest = {"format": RUN_FORMAT, "n_items": self.n_items, "content": content_shapes(self.model)}
+        llm = llm_shape(self.model)
+        if llm is not None:  # only smollm2 Runs: every other run.json stays as it was
+            manifest["llm"] = llm
+        write_json(root / MANIFEST, manifest)
         self.root = root
         return root
 
@@ -137,7 +140,7 @@ class Run:
         if manifest.get("format") != RUN_FORMAT:
             raise ValueError(f"{root} is a Run of format {manifest.get('format')}; this clip4rec reads {RUN_FORMAT}")
         item_ids = json.loads((root / ITEM_IDS).read_text())
-        model = empty_model(config, len(item_ids), manifest["content"])
+        model = empty_model(config, len(item_ids), manifest["content"], manifest.get("llm"))
         model.load_state_dict(load_file(root / WEIGHTS))
         model.eval()
         arrays, strings = load_arrays(str(root / DATA)), json.loads((root / DATA_STRINGS).read_text())

@@ -54,23 +54,28 @@ def build_model(config: Config, train_counts: np.ndarray, content: Content | Non
     return _with_tower(m, item_side)
 
 
-def _with_tower(m: ModelConfig, item_side: torch.nn.Module) -> SequentialRecommender:
+def _with_tower(m: ModelConfig, item_side: torch.nn.Module, llm: dict[str, Any] | None = None) -> SequentialRecommender:
     """The item side with its variant's user tower (built after the item side: init order is part of the seed)."""
     if m.variant == "pop":
         tower: torch.nn.Module = ConstantTower()
     elif m.variant == "content-knn":
         tower = ProfileTower(item_side.dims)
     else:
-        tower = build_tower(m)
+        tower = build_tower(m, llm)
     return SequentialRecommender(item_side, tower, m.max_len)
 
 
-def build_tower(m: ModelConfig) -> torch.nn.Module:
+def build_tower(m: ModelConfig, llm: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The user tower `m` describes. A smollm2 tower starts from the packaged pretrained layers, or, given `llm`
+    (its architecture, see `llm_shape`), as an empty skeleton of them for saved weights to be loaded into."""
     if m.backbone == "scratch":
         return CausalTransformer(m.hidden, m.layers, m.heads, m.dropout, m.max_len, post_norm=m.norm == "post")
-    from clip4rec.model.user_llm import SmolLMTower
+    from clip4rec.model.user_llm import SmolLMTower, empty_smollm2_layers
+    if llm is not None and llm["num_hidden_layers"] != m.llm_layers:
+        raise ValueError(f"the saved LM has {llm['num_hidden_layers']} layers; the config asks for {m.llm_layers}")
     return SmolLMTower(m.hidden, m.llm_layers, m.max_len, train_mode=m.llm_train, lora_rank=m.lora_rank,
-                       dropout=m.dropout, compute_dtype=m.llm_dtype)
+                       dropout=m.dropout, compute_dtype=m.llm_dtype,
+                       llm=None if llm is None else empty_smollm2_layers(llm))
 
 
 def content_shapes(model: SequentialRecommender) -> list[dict[str, Any]]:
@@ -82,9 +87,22 @@ def content_shapes(model: SequentialRecommender) -> list[dict[str, Any]]:
     return [{"name": n, "raw_dim": int(r), "dim": int(d)} for n, r, d in zip(names, raw, dims)]
 
 
-def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]]) -> SequentialRecommender:
+def llm_shape(model: SequentialRecommender) -> dict[str, Any] | None:
+    """A smollm2 tower's LM architecture (a transformers config as JSON), which `empty_model` rebuilds it from;
+    None for other towers (the model config alone describes them)."""
+    llm = getattr(model.tower, "llm", None)
+    if llm is None:
+        return None
+    from clip4rec.model.user_llm import lm_config
+    return lm_config(llm)
+
+
+def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]],
+                llm: dict[str, Any] | None = None) -> SequentialRecommender:
     """The model `config` describes with zero-filled tables of the given shapes (see content_shapes): what a
-    saved Run's weights are loaded into. Nothing is read from the stores and nothing is fitted."""
+    saved Run's weights are loaded into. Nothing is read from the stores and nothing is fitted; with `llm` (see
+    llm_shape) a smollm2 tower reads no pretrained weights either. Without it (a Run saved before it was
+    recorded), the tower starts from the packaged layers, which the saved weights then overwrite."""
     m = config.model
     names, dims = [s["name"] for s in shapes], [s["dim"] for s in shapes]
     if m.variant == "pop":
@@ -96,4 +114,4 @@ def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]]) -> S
     else:
         item_side = ContentIdItems.empty(names, [s["raw_dim"] for s in shapes], dims, n_items, m.hidden,
                                          use_ids=m.variant == "fused-id", id_dropout=m.id_dropout)
-    return _with_tower(m, item_side)
+    return _with_tower(m, item_side, llm)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,9 +84,30 @@ def load_smollm2_layers(n_layers: int) -> nn.Module:
         model = AutoModel.from_pretrained(folder, config=config, local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
+    return _without_token_table(model)
+
+
+def empty_smollm2_layers(config: dict[str, Any]) -> nn.Module:
+    """The layers `config` (from `lm_config`) describes, with freshly initialised weights and nothing read from
+    the packaged ones: the skeleton a saved Run's weights are loaded into (a Run saves every LM weight, frozen
+    ones included, so none has to come from the pretrained file)."""
+    from transformers import CONFIG_MAPPING, AutoModel
+
+    settings = dict(config)
+    return _without_token_table(AutoModel.from_config(CONFIG_MAPPING[settings.pop("model_type")].from_dict(settings)))
+
+
+def lm_config(llm: nn.Module) -> dict[str, Any]:
+    """The LM's architecture as plain JSON (what `empty_smollm2_layers` rebuilds it from). The path it was read
+    from is left out: it names this machine's cache, and the Run may be read on another. Keys sorted: a config
+    rebuilt from this lists them in another order, and a reloaded Run should save the same run.json."""
+    return {k: v for k, v in sorted(llm.config.to_dict().items()) if k != "_name_or_path"}
+
+
+def _without_token_table(model: nn.Module) -> nn.Module:
     # Items arrive as vectors (inputs_embeds): the 49k-token embedding table is never read, so drop it. The
     # 1-row placeholder keeps the module's structure (and saved Runs' keys); frozen, as nothing reads it.
-    model.embed_tokens = nn.Embedding(1, config.hidden_size).requires_grad_(False)
+    model.embed_tokens = nn.Embedding(1, model.config.hidden_size).requires_grad_(False)
     return model
 
 
