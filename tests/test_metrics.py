@@ -14,7 +14,7 @@ from clip4rec.evaluate.metrics import (
 )
 from clip4rec.evaluate.report import metrics_table
 from clip4rec.evaluate.segments import evaluate_rankings, head_items, segment_masks
-from clip4rec.ranking import Rankings, case_metrics, rank_cases
+from clip4rec.ranking import Rankings, case_metrics, rank_cases, top_k
 
 
 def fixed_scores(matrix):
@@ -58,6 +58,16 @@ def test_case_metrics_hand_computed():
         summarize(per, mask=np.zeros(4, bool))
     with pytest.raises(ValueError):
         case_metrics(np.array([0, 1]))
+    with pytest.raises(ValueError):
+        case_metrics(np.array([1.5]))
+
+
+def test_case_metrics_of_an_unranked_target_are_zero():
+    # np.inf: the target is absent from a truncated list (a TREC run file); reciprocal rank 0 as in trec_eval
+    per = case_metrics(np.array([2, np.inf]), ks=(1, 5))
+    assert per["ndcg@5"].tolist() == [1 / math.log2(3), 0.0] and per["recall@1"].tolist() == [0.0, 0.0]
+    assert per["mrr"].tolist() == [0.5, 0.0] and per["hr@5"].tolist() == [1.0, 0.0]
+    assert {k: v[:1].tolist() for k, v in per.items()} == {k: v.tolist() for k, v in case_metrics([2], (1, 5)).items()}
 
 
 # ---------- ranking ----------
@@ -69,6 +79,21 @@ def test_ties_broken_by_lower_index():
     assert r.top_items.tolist() == [[1, 3, 0, 2, 4]]
     assert r.ranks.tolist() == [4]  # 1 + two higher + item 0 tied at lower index
     assert r.top_scores.dtype == np.float32 and r.top_items.dtype == np.int64
+
+
+def test_top_k_is_exact_with_one_tie_rule_and_pads():
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.1], [0.3, 0.3, 0.3, 0.3, 0.3]])
+    items, vals = top_k(scores, 3)
+    assert items.tolist() == [[1, 3, 0], [0, 1, 2]]  # score descending, the lower index first among ties
+    assert vals.tolist() == scores.gather(1, items).tolist()
+    excluded = torch.zeros(2, 5, dtype=torch.bool)
+    excluded[1, :3] = True
+    items, vals = top_k(scores.masked_fill(excluded, float("-inf")), 3, excluded)
+    assert items[1].tolist() == [3, 4, -1] and torch.isneginf(vals[1, 2])  # only two rankable items
+    with pytest.raises(ValueError):
+        top_k(scores[0], 3)  # one row is [1, n_items], not [n_items]
+    with pytest.raises(ValueError):
+        top_k(scores, 6)
 
 
 def test_exclude_seen_drops_history_but_not_target():

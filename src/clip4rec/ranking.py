@@ -8,7 +8,9 @@ One evaluation case = (history, target). The ranker calls a model's ``score_fn``
 histories, ranks *all* ``n_items`` items and records, per case, the full rank of the target plus the
 top-``depth`` list (for beyond-accuracy metrics and TREC run files).
 
-Order is total and deterministic: score descending, ties broken by the lower item index first.
+Order is total and deterministic: score descending, ties broken by the lower item index first. That is
+the one tie rule of the project; :func:`top_k` is the one exact top-k that applies it (``rank_cases`` uses it
+for evaluation and training's validation alike).
 
 ``exclude_seen``: items in the history get score ``-inf`` and are dropped from the ranking -- except
 the target itself. Users do re-consume items; excluding a re-consumed target would make it unrankable
@@ -95,7 +97,7 @@ def rank_cases(
             scores = scores.masked_fill(excluded, float("-inf"))
 
         ranks[start:stop] = _target_ranks(scores, t, item_index, excluded).cpu().numpy()
-        items, vals = _top_depth(scores, depth, excluded)
+        items, vals = top_k(scores, depth, excluded)
         top_items[start:stop] = items.cpu().numpy()
         top_scores[start:stop] = vals.to(torch.float32).cpu().numpy()
         bar.update(stop - start)
@@ -131,11 +133,21 @@ def _target_ranks(
     return 1 + torch.count_nonzero(scores > s_t, dim=1) + torch.count_nonzero(ties_before, dim=1)
 
 
-def _top_depth(
-    scores: torch.Tensor, depth: int, excluded: torch.Tensor | None
+def top_k(
+    scores: torch.Tensor, depth: int, excluded: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``depth`` (items, scores) per row in the total order (score desc, index asc)."""
+    """Exact top-``depth`` (items, scores) of each row of ``scores`` [b, n_items], in the total order (score
+    descending, lower item index first among ties).
+
+    ``excluded`` (bool [b, n_items], optional) marks items that must not be returned; their scores must already
+    be ``-inf``. Rows with fewer than ``depth`` rankable items are padded with item -1 and score ``-inf``; an item
+    the model itself scored ``-inf`` is still rankable (it is listed after every finite score).
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [rows, n_items], got shape {tuple(scores.shape)}")
     n_items = scores.shape[1]
+    if not 1 <= depth <= n_items:
+        raise ValueError(f"depth must be in [1, {n_items}], got {depth}")
     _, idx = torch.topk(scores, depth, dim=1, sorted=False)
     # topk's choice among scores tied at the cutoff is arbitrary, and a -inf cutoff may pull in
     # excluded items. Rows where that can happen are selected again on an integer key: above the
@@ -164,16 +176,22 @@ def _top_depth(
 
 
 def case_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> PerCase:
-    """Per-case recall@k, ndcg@k, hr@k for each k, and mrr (1/rank over the full ranking, no cutoff)."""
-    r = np.asarray(ranks, dtype=np.int64)
-    if r.size and r.min() < 1:
-        raise ValueError("ranks are 1-based; got a rank < 1")
-    rf = r.astype(np.float64)
+    """Per-case recall@k, ndcg@k, hr@k for each k, and mrr (1/rank over the full ranking, no cutoff), from the
+    1-based rank of each case's single target.
+
+    This is the project's one definition of these metrics: evaluation, training's validation, the TREC-file
+    reader and the paired tests all call it. A rank of ``np.inf`` is a target absent from a truncated ranking
+    (a TREC run file): every metric is 0 there, reciprocal rank included, as trec_eval counts it.
+    """
+    rf = np.asarray(ranks, dtype=np.float64)
+    if rf.size and (rf.min() < 1 or np.any(np.isnan(rf)) or np.any((rf != np.floor(rf)) & np.isfinite(rf))):
+        raise ValueError("ranks are 1-based integers (np.inf for an unranked target); got a rank < 1 or a fraction")
     out: PerCase = {}
     for k in ks:
-        hit = (r <= k).astype(np.float64)
+        # With one target, recall@k and hr@k are both the hit indicator; papers use both names.
+        hit = (rf <= k).astype(np.float64)
         out[f"recall@{k}"] = hit
-        out[f"ndcg@{k}"] = np.where(r <= k, 1.0 / np.log2(rf + 1.0), 0.0)
+        out[f"ndcg@{k}"] = np.where(rf <= k, 1.0 / np.log2(rf + 1.0), 0.0)
         out[f"hr@{k}"] = hit.copy()
     out["mrr"] = 1.0 / rf
     return out

@@ -20,36 +20,22 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from clip4rec.evaluate.trec import read_qrels, read_run
+from clip4rec.evaluate.trec import per_query_metrics, read_qrels
 
 SIG_METRICS = ("ndcg@10", "recall@10")
 
 
 def per_user_metrics(run_path: str | Path, qrels_path: str | Path,
                      metrics: Sequence[str] = SIG_METRICS) -> dict[str, dict[str, float]]:
-    """{user: {metric: value}} for every qrels user with a relevant item; binary gain, any number of
-    relevant items (same definitions as ``trec.metrics_from_trec``); a target absent from the run is a miss."""
-    run, qrels = read_run(run_path), read_qrels(qrels_path)
-    out: dict[str, dict[str, float]] = {}
-    for user, judged in qrels.items():
-        relevant = {d for d, rel in judged.items() if rel > 0}
-        if not relevant:
-            continue
-        hits = [pos for pos, (doc, _, _) in enumerate(run.get(user, []), start=1) if doc in relevant]
-        values: dict[str, float] = {}
-        for name in metrics:
-            kind, _, k_text = name.partition("@")
-            k = int(k_text)
-            within = [p for p in hits if p <= k]
-            if kind == "recall":
-                values[name] = len(within) / len(relevant)
-            elif kind == "ndcg":
-                ideal = sum(1.0 / math.log2(p + 1) for p in range(1, min(k, len(relevant)) + 1))
-                values[name] = sum(1.0 / math.log2(p + 1) for p in within) / ideal
-            else:
-                raise ValueError(f"unsupported metric {name!r}; use recall@K or ndcg@K")
-        out[user] = values
-    return out
+    """{user: {metric: value}} for every qrels user with a relevant item (``trec.per_query_metrics``: the
+    project's one metric definition); a target absent from the run is a miss."""
+    ks = sorted({int(name.partition("@")[2]) for name in metrics if "@" in name} or {10})
+    users, per_case = per_query_metrics(run_path, qrels_path, ks)
+    unknown = [name for name in metrics if name not in per_case]
+    if unknown:
+        raise ValueError(f"unsupported metric(s) {unknown}; use recall@K, ndcg@K, hr@K or mrr")
+    columns = {name: per_case[name].tolist() for name in metrics}
+    return {user: {name: columns[name][i] for name in metrics} for i, user in enumerate(users)}
 
 
 def pooled_pairs(run_pairs: Sequence[tuple[Path, Path]], metric: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -1,31 +1,34 @@
-"""TREC run / qrels files, and an independent metric computation from them.
+"""TREC run / qrels files, and the metrics of a run file.
 
 Run line:   ``user Q0 item rank score tag``  (rank 1-based, item = the item_id string)
 Qrels line: ``user 0 item 1``
 
-:func:`metrics_from_trec` deliberately shares no code with ``metrics.py``: plain dicts and loops, so
-tests can cross-check the vectorised path against it (and others can check us with trec_eval).
+:func:`metrics_from_trec` reads each query's target position from the files and scores it with the project's
+one metric definition (``clip4rec.ranking.case_metrics``); the independent check is trec_eval itself
+(``pytrec_eval``), which ``tests/test_trec.py`` runs on the same files.
 
 Caveats, because a run file is a truncated ranking:
 - A target missing from the run counts as a miss: 0 for recall/ndcg/hr and reciprocal rank 0, whereas
-  the full-rank MRR in ``metrics.py`` is still 1/rank. Runs written with depth = n_items (all items
+  the full-rank MRR in ``metrics.json`` is still 1/rank. Runs written with depth = n_items (all items
   rankable) reproduce the full-rank metrics exactly.
 - We read ranks from the rank column. trec_eval instead re-sorts by score (ties by docno descending),
   so it may order genuinely tied scores differently; scores are written with 9 significant digits,
   which round-trips float32 exactly, so only true ties are affected.
 - The mean runs over every query in the qrels (a query absent from the run scores 0), like
   ``trec_eval -c``.
+- One relevant item per query (the next-item protocol's target); qrels with several are refused rather than
+  scored by a definition nobody checks.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from clip4rec.ranking import Rankings
+from clip4rec.evaluate.metrics import summarize
+from clip4rec.ranking import PerCase, Rankings, case_metrics
 
 
 def _check_ids(user_ids: Sequence[str]) -> None:
@@ -86,27 +89,34 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def metrics_from_trec(run_path: str | Path, qrels_path: str | Path, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
-    """Mean recall@k, ndcg@k (binary gain), hr@k and mrr over the qrels queries; handles any number of
-    relevant docs per query."""
+def target_ranks(run_path: str | Path, qrels_path: str | Path) -> tuple[list[str], np.ndarray]:
+    """(queries, ranks): each qrels query with a relevant item, in file order, and the 1-based position of that
+    item in the query's run list (ordered by the rank column); ``np.inf`` where the run does not list it."""
     run, qrels = read_run(run_path), read_qrels(qrels_path)
-    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hr")] + ["mrr"]
-    sums = {name: 0.0 for name in names}
-    n_queries = 0
+    queries: list[str] = []
+    ranks: list[float] = []
     for q, judged in qrels.items():
-        relevant = {d for d, rel in judged.items() if rel > 0}
+        relevant = [d for d, rel in judged.items() if rel > 0]
         if not relevant:
             continue
-        n_queries += 1
+        if len(relevant) > 1:
+            raise ValueError(f"query {q!r} has {len(relevant)} relevant items; these files hold one target per query")
         ranked = [doc for doc, _, _ in run.get(q, [])]
-        hit_positions = [pos for pos, doc in enumerate(ranked, start=1) if doc in relevant]
-        for k in ks:
-            hits = [p for p in hit_positions if p <= k]
-            ideal = sum(1.0 / math.log2(p + 1) for p in range(1, min(k, len(relevant)) + 1))
-            sums[f"recall@{k}"] += len(hits) / len(relevant)
-            sums[f"ndcg@{k}"] += sum(1.0 / math.log2(p + 1) for p in hits) / ideal
-            sums[f"hr@{k}"] += 1.0 if hits else 0.0
-        sums["mrr"] += 1.0 / hit_positions[0] if hit_positions else 0.0
-    if n_queries == 0:
+        queries.append(q)
+        ranks.append(float(ranked.index(relevant[0]) + 1) if relevant[0] in ranked else np.inf)
+    return queries, np.asarray(ranks, dtype=np.float64)
+
+
+def per_query_metrics(run_path: str | Path, qrels_path: str | Path,
+                      ks: Sequence[int] = (5, 10, 20)) -> tuple[list[str], PerCase]:
+    """(queries, per-query recall@k, ndcg@k, hr@k and mrr) from a run file and its qrels."""
+    queries, ranks = target_ranks(run_path, qrels_path)
+    return queries, case_metrics(ranks, ks)
+
+
+def metrics_from_trec(run_path: str | Path, qrels_path: str | Path, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
+    """Mean recall@k, ndcg@k (binary gain), hr@k and mrr over the qrels queries."""
+    queries, per_query = per_query_metrics(run_path, qrels_path, ks)
+    if not queries:
         raise ValueError("qrels have no relevant documents")
-    return {name: s / n_queries for name, s in sums.items()}
+    return summarize(per_query)
