@@ -16,7 +16,7 @@ from clip4rec.cli import app
 from clip4rec.config import load_config
 from clip4rec.encode.encoders.base import Encoder
 from clip4rec.experiments.compare import cell_dir, compare, goals, seed_summary
-from clip4rec.evaluate.significance import paired_test, pooled_pairs
+from clip4rec.evaluate.significance import paired_test, pooled_pairs, t_interval
 from tests.ring_data import save_ring_dataset
 
 N_ITEMS = 30
@@ -204,6 +204,19 @@ def test_identical_variants_are_not_significant():
 
 
 # ---- aggregation helpers and goals on hand-made numbers ---------------------------------------------
+def test_t_interval_matches_the_t_table():
+    # 1..5: mean 3, sd sqrt(2.5), t(0.975, df 4) = 2.776445105197799 from a t table: 3 -/+ 1.963243...
+    half = 2.776445105197799 * math.sqrt(2.5) / math.sqrt(5)
+    assert t_interval([1, 2, 3, 4, 5]) == pytest.approx((3 - half, 3 + half), rel=1e-14)
+    # two seeds (df 1, t = 12.706204736174707): the widest interval a report prints
+    assert t_interval([0.10, 0.12]) == pytest.approx((0.11 - 12.706204736174707 * 0.01, 0.11 + 0.12706204736174707),
+                                                     rel=1e-13)
+    assert t_interval([0.25, 0.25, 0.25]) == (0.25, 0.25)  # no spread: the value itself, not NaN
+    assert seed_summary([1, 2, 3, 4, 5])["ci"] == list(t_interval([1, 2, 3, 4, 5]))
+    with pytest.raises(ValueError):
+        t_interval([0.3])
+
+
 def test_seed_summary_single_seed_uses_bootstrap_and_missing_is_none():
     one = seed_summary([0.3], [[0.25, 0.35]])
     assert one["mean"] == 0.3 and one["ci"] == [0.25, 0.35] and one["ci_kind"].startswith("bootstrap")

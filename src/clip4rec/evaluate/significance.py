@@ -95,10 +95,8 @@ def paired_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, 
         out["lift_pct"] = _num(100.0 * (a.mean() - b.mean()) / b.mean())
     if n < 2:
         return out
-    sd = d.std(ddof=1)
-    half = stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
-    out["diff_ci"] = [_num(d.mean() - half), _num(d.mean() + half)]
-    if sd > 0:
+    out["diff_ci"] = [_num(v) for v in t_interval(d, alpha)]
+    if d.std(ddof=1) > 0:
         out["t_p"] = _num(stats.ttest_rel(a, b).pvalue)
     elif d.mean() == 0:  # identical on every unit: no evidence of a difference
         out["t_p"] = 1.0
@@ -108,6 +106,19 @@ def paired_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, 
     else:
         out["wilcoxon_p"] = 1.0
     return out
+
+
+def t_interval(x: np.ndarray | Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
+    """Two-sided (1 - alpha) Student-t interval of the mean of ``x`` (at least two values): the interval over
+    seeds in compare reports, and over users for a paired difference."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"a t-interval needs a 1-D sample of at least 2 values, got shape {x.shape}")
+    mean, sem = float(x.mean()), float(stats.sem(x))
+    if sem == 0:  # scipy wants scale > 0; a constant sample's interval is the value itself
+        return mean, mean
+    lo, hi = stats.t.interval(1 - alpha, len(x) - 1, loc=mean, scale=sem)
+    return float(lo), float(hi)
 
 
 def _num(x: float) -> float | None:

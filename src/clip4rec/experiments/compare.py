@@ -13,7 +13,6 @@ repeated: "mean [lo, hi]" in the tables) and each seed's bootstrap CI over users
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from clip4rec import __version__
 from clip4rec.config import Config
-from clip4rec.evaluate.significance import SIG_METRICS, paired_test, pooled_pairs
+from clip4rec.evaluate.significance import SIG_METRICS, paired_test, pooled_pairs, t_interval
 from clip4rec.experiments import plots
 from clip4rec.experiments.pipeline import train_and_evaluate
 from clip4rec.experiments.report import PROTOCOL_METRICS, SEGMENTS, TRAINING_FIELDS, render_markdown
@@ -115,8 +113,7 @@ def seed_summary(values: Sequence[float | None], boot: Sequence[Sequence[float] 
     if boot is not None:
         out["per_seed_bootstrap_ci"] = [list(b) if b is not None else None for b in boot]
     if n >= 2:
-        half = float(stats.t.ppf(1 - alpha / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-        out["ci"], out["ci_kind"] = [mean - half, mean + half], "t over seeds"
+        out["ci"], out["ci_kind"] = list(t_interval(x, alpha)), "t over seeds"
     elif boot is not None and boot[0] is not None:
         out["ci"], out["ci_kind"] = list(boot[0]), "bootstrap over users (one seed)"
     return out
