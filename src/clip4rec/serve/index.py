@@ -3,6 +3,9 @@
 Both answer `search(query [h], k, exclude) -> (indices, scores)` over the rows of a float32 table, by inner
 product (the model's score). Rows published after an index was built are not in a FAISS index: the service
 scans those few exactly and merges (see `state.py`), so no index is ever mutated while it is read.
+
+Exact top-k is the ranking kernel's (clip4rec.ranking.top_k): score descending, ties to the lower item index,
+so the service lists tied items in the order evaluation ranks them.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import numpy as np
 import torch
 
 from clip4rec.config import FaissKind, IndexKind
+from clip4rec.ranking import top_k
 
-__all__ = ["ExactIndex", "FaissIndex", "TopK", "build_index", "faiss_available"]
+__all__ = ["ExactIndex", "FaissIndex", "TopK", "build_index", "exact_top_k", "faiss_available", "in_rank_order"]
 
 
 class TopK(Protocol):
@@ -25,8 +29,34 @@ class TopK(Protocol):
     def search(self, query: torch.Tensor, k: int, exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def exact_top_k(scores: torch.Tensor, k: int, exclude: Sequence[Sequence[int]] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per row of `scores` [b, n]: its top `k` (indices, scores), best first, ties to the lower index (the
+    ranking kernel's order). `exclude[r]` lists row r's indices never to return; rows scored -inf are left out
+    too (a service lists only what it can rank), so a row may hold fewer than k."""
+    b, n = scores.shape
+    depth = min(k, n)
+    if depth < 1:
+        return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(b)]
+    excluded = None
+    if any(len(e) for e in exclude):
+        excluded = torch.zeros((b, n), dtype=torch.bool)
+        for row, items in enumerate(exclude):
+            excluded[row, torch.as_tensor(np.asarray(items, dtype=np.int64))] = True
+        scores = scores.masked_fill(excluded, float("-inf"))  # a copy: the caller's scores stay as they were
+    items, values = (t.numpy() for t in top_k(scores, depth, excluded))
+    keep = np.isfinite(values)
+    return [(items[r][keep[r]].astype(np.int64), values[r][keep[r]].astype(np.float32)) for r in range(b)]
+
+
+def in_rank_order(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best `k` of a few (index, score) candidates (a FAISS answer merged with an exact scan), in the ranking
+    kernel's order: score descending, then the lower index."""
+    order = np.lexsort((indices, -scores))[:k]
+    return indices[order], scores[order]
+
+
 class ExactIndex:
-    """Scores every row: table @ query, excluded rows set to -inf, then torch.topk (a partial sort)."""
+    """Scores every row: table @ query, excluded rows set to -inf, then the ranking kernel's exact top-k."""
 
     name = "exact"
 
@@ -39,14 +69,7 @@ class ExactIndex:
 
     def search(self, query: torch.Tensor, k: int, exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            scores = self.scores(query)
-            if len(exclude):
-                scores[torch.as_tensor(np.asarray(exclude, dtype=np.int64))] = float("-inf")
-            k = min(k, self.n)
-            top = torch.topk(scores, k, sorted=True)
-            values, indices = top.values.numpy(), top.indices.numpy()
-        keep = np.isfinite(values)
-        return indices[keep].astype(np.int64), values[keep].astype(np.float32)
+            return exact_top_k(self.scores(query)[None], k, [exclude])[0]
 
 
 def faiss_available() -> bool:
@@ -131,7 +154,7 @@ class FaissIndex:
         keep = indices >= 0
         if excluded:
             keep &= ~np.isin(indices, np.fromiter(excluded, np.int64, len(excluded)))
-        return indices[keep][:k].astype(np.int64), scores[keep][:k].astype(np.float32)
+        return in_rank_order(indices[keep].astype(np.int64), scores[keep].astype(np.float32), k)
 
 
 def _faiss():

@@ -10,7 +10,8 @@ to a growable buffer beyond the end that older snapshots never look at; replacin
 first, so a request in flight never sees a half-written vector.
 
 A request costs: id lookup -> one user-tower pass over the last `max_len` items -> table @ user vector ->
-partial sort (torch.topk), or a FAISS search plus an exact scan of the rows published after it was built.
+the ranking kernel's exact top-k (a partial sort; ties to the lower item index, as evaluation ranks them), or a
+FAISS search plus an exact scan of the rows published after it was built.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from clip4rec.config import IndexChoice, IndexKind, ServeLimits
 from clip4rec.model.artifact import Run
-from clip4rec.serve.index import ExactIndex, FaissIndex, build_index
+from clip4rec.serve.index import ExactIndex, FaissIndex, build_index, exact_top_k, in_rank_order
 
 SimilarBy = Literal["image", "text", "fused"]
 
@@ -269,17 +270,10 @@ class ServiceState:
                 scores = torch.mv(snap.table, users[0])[None]
             else:
                 scores = torch.mm(users, snap.table.T)  # [B, n]: the table is read once for the whole batch
-            for b, (_, _, known, _, exclude_seen) in enumerate(pending):
-                if exclude_seen:
-                    scores[b, torch.as_tensor(known, dtype=torch.long)] = float("-inf")
-            top = torch.topk(scores, min(max(p[3] for p in pending), snap.n), dim=1)
-            values, indices = top.values.numpy(), top.indices.numpy()
-        out = []
-        for b, (_, _, _, k, _) in enumerate(pending):
-            v, i = values[b, :k], indices[b, :k]
-            keep = np.isfinite(v)
-            out.append((i[keep].astype(np.int64), v[keep].astype(np.float32)))
-        return out
+            # One top-k at the largest k: the order is total, so each row's first k are its own top k.
+            tops = exact_top_k(scores, max(p[3] for p in pending),
+                               [known if exclude_seen else [] for _, _, known, _, exclude_seen in pending])
+        return [(items[:k], values[:k]) for (items, values), (_, _, _, k, _) in zip(tops, pending)]
 
     def user_vector(self, window: Sequence[int], snap: Snapshot | None = None) -> torch.Tensor:
         snap = snap or self.snapshot
@@ -297,10 +291,8 @@ class ServiceState:
             rows = torch.as_tensor(extra, dtype=torch.long)
             extra_scores = torch.mv(snap.table[rows], query).numpy()
             drop = np.isin(np.asarray(extra), np.asarray(list(exclude), dtype=np.int64))
-            idx = np.concatenate([idx, np.asarray(extra)[~drop]])
-            sc = np.concatenate([sc, extra_scores[~drop]])
-            order = np.argsort(-sc, kind="stable")[:k]
-            idx, sc = idx[order], sc[order]
+            idx, sc = in_rank_order(np.concatenate([idx, np.asarray(extra)[~drop]]),
+                                    np.concatenate([sc, extra_scores[~drop]]), k)
         return idx, sc
 
     def similar_items(self, item_id: str, by: SimilarBy = "fused", k: int = 10) -> dict[str, Any]:
@@ -314,9 +306,8 @@ class ServiceState:
             table = snap.table
             norms = torch.linalg.vector_norm(table, dim=1).clamp_min(1e-12)
             scores = torch.mv(table, table[i]) / (norms * norms[i])
-            scores[i] = float("-inf")
-            top = torch.topk(scores, min(k, snap.n - 1) if snap.n > 1 else 0)
-            pairs = [(int(j), float(s)) for j, s in zip(top.indices.tolist(), top.values.tolist()) if s > float("-inf")]
+            (top, values), = exact_top_k(scores[None], k, [[i]])
+            pairs = [(int(j), float(s)) for j, s in zip(top, values)]
             source = "item table (the Run's fused vectors)"
         else:
             sim = self.similar.get(by)
@@ -327,12 +318,10 @@ class ServiceState:
             row = sim.index_of.get(item_id)
             if row is None or row >= table.shape[0]:
                 raise ServeError(f"item {item_id!r} has no usable {by} vector in {sim.key}", 404)
-            scores = torch.mv(table, table[row])
-            scores[row] = float("-inf")
             # a few extra: store rows of items this Run does not serve (yet) are skipped
-            top = torch.topk(scores, min(k + 16, table.shape[0] - 1) if table.shape[0] > 1 else 0)
+            (top, values), = exact_top_k(torch.mv(table, table[row])[None], k + 16, [[row]])
             pairs = []
-            for j, s in zip(top.indices.tolist(), top.values.tolist()):
+            for j, s in zip(top.tolist(), values.tolist()):
                 i = self.lookup(sim.ids[j], snap)
                 if i is not None and len(pairs) < k:
                     pairs.append((i, float(s)))
