@@ -1,12 +1,15 @@
-"""Nearest items in a store by image, text or both ("items that look alike"), exact cosine top-k."""
+"""Nearest items in a store by image, text or both ("items that look alike"), exact cosine top-k (the ranking
+kernel's: ties to the item stored first, as evaluation and serving break them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import torch
 
 from clip4rec.encode.store import EmbeddingStore, StoreError
+from clip4rec.ranking import top_k
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -50,6 +53,7 @@ def similar_items(store: EmbeddingStore | str, item_id: str, by: str = "image", 
     scores[~mask] = -np.inf
     scores[q] = -np.inf
     k = min(k, int(np.isfinite(scores).sum()))
-    top = np.argpartition(-scores, k - 1)[:k] if k else np.array([], int)
-    top = top[np.argsort(-scores[top], kind="stable")]
+    if not k:
+        return []
+    top = top_k(torch.from_numpy(scores)[None], k)[0][0].tolist()
     return [{"item_id": ids[i], "score": float(scores[i])} for i in top]
