@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,31 @@ def write_json(path: str | os.PathLike[str], data: Any, *, fsync: bool = False) 
     """Indented JSON; numpy scalars and arrays are written as plain numbers and lists."""
     text = json.dumps(data, indent=2, default=_jsonable)
     return atomic_write(path, lambda tmp: tmp.write_text(text), fsync=fsync)
+
+
+def write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
+    """A text file (reports, markdown) through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text), fsync=fsync)
+
+
+def atomic_directory(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` to fill a temporary folder beside `path`, then rename it into place.
+
+    For folders whose content is fixed by their name (a cache keyed by a digest): where `path` appeared
+    meanwhile (another process finished first), theirs is kept and ours discarded."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        write(tmp)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # a non-empty folder is there: another writer won the race
+            if not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def _fsync(path: Path, flags: int) -> None:

@@ -1,12 +1,34 @@
-"""Which machine produced a number: recorded with every trained Run, so a report built from reused Runs
-still says where each one was trained (seconds per epoch compare only within one machine)."""
+"""Which machine and which software produced a number: recorded with every trained Run, so a report built from
+reused Runs still says where each one was trained (seconds per epoch compare only within one machine)."""
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+# What a Run's config.json and a compare report record; an embedding store adds its encoders' libraries.
+RECORDED = ("clip4rec", "torch", "numpy")
+
+
+def versions(dists: Sequence[str] = RECORDED) -> dict[str, str | None]:
+    """The version of each named distribution (None where it is not installed), then Python's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for dist in dists:
+        if dist == "clip4rec":
+            from clip4rec import __version__  # this source tree's own, also when it runs uninstalled
+            out[dist] = __version__
+            continue
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    out["python"] = platform.python_version()
+    return out
 
 
 def machine_info(device: str) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from clip4rec.files import atomic_directory
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -104,16 +104,10 @@ def dequantised_dir(gguf: Path, log=print) -> tuple[Path, str]:
     if unexpected or [k for k in missing if k != "lm_head.weight"]:  # lm_head is tied to the embeddings
         raise WeightsUnavailable(f"GGUF tensors did not match SmolLM2: missing={missing[:5]} unexpected={unexpected[:5]}")
     base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+
+    def write(tmp: Path) -> None:
         base.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_directory(target, write)  # where another process won the race, theirs is kept
     return target, digest

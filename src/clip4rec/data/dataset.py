@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from clip4rec.files import atomic_write, write_text
 
 ITEM_COLUMNS = ("item_id", "title", "text", "image")
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
@@ -84,9 +85,9 @@ class Dataset:
         meta = dict(self.meta)
         meta["format_version"] = FORMAT_VERSION
         meta["counts"] = self.stats()
-        _atomic_parquet(self.items, out / "items.parquet")
-        _atomic_parquet(self.interactions, out / "interactions.parquet")
-        _atomic_text(json.dumps(meta, indent=2, default=str), out / "dataset.json")
+        _write_parquet(self.items, out / "items.parquet")
+        _write_parquet(self.interactions, out / "interactions.parquet")
+        write_text(out / "dataset.json", json.dumps(meta, indent=2, default=str))
         self.meta, self.root = meta, out.resolve()
         return out
 
@@ -138,23 +139,5 @@ def order_interactions(inter: pd.DataFrame) -> pd.DataFrame:
     return inter.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
 
 
-def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))

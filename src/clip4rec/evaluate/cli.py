@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from clip4rec.evaluate.report import SUMMARY_METRICS, metrics_table, run_report_markdown
+from clip4rec.files import write_json, write_text
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
             command = "clip4rec " + shlex.join(sys.argv[1:])
             run_config = json.loads((run / "config.json").read_text())
             config_file = markdown.with_suffix(".config.json")
-            config_file.write_text(json.dumps(run_config["config"], indent=2))
-            markdown.write_text(run_report_markdown(metrics, title, command, run_config, str(config_file)))
-            (markdown.with_suffix(".json")).write_text(json.dumps(metrics, indent=2))
+            write_json(config_file, run_config["config"])
+            write_text(markdown, run_report_markdown(metrics, title, command, run_config, str(config_file)))
+            write_json(markdown.with_suffix(".json"), metrics)
         typer.echo(json.dumps(metrics, indent=2) if as_json else metrics_table(metrics, metrics=SUMMARY_METRICS))

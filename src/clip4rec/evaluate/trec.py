@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from clip4rec.evaluate.metrics import summarize
+from clip4rec.files import atomic_write
 from clip4rec.ranking import PerCase, Rankings, case_metrics
 
 
@@ -39,19 +40,20 @@ def _check_ids(user_ids: Sequence[str]) -> None:
 
 
 def write_run(path: str | Path, user_ids: Sequence[str], rankings: Rankings, item_ids: Sequence[str], tag: str) -> None:
-    """One line per (user, ranked item); the -1 padding of short lists is skipped."""
+    """One line per (user, ranked item); the -1 padding of short lists is skipped. Written atomically, like every
+    file of a Run: a reader never sees half a ranking."""
     user_ids = list(user_ids)
     _check_ids(user_ids)
     if len(user_ids) != len(rankings):
         raise ValueError(f"{len(user_ids)} user ids but {len(rankings)} rankings")
-    with open(path, "w", encoding="utf-8") as f:
-        for u, items, scores in zip(user_ids, rankings.top_items, rankings.top_scores):
-            lines = [
-                f"{u} Q0 {item_ids[i]} {r} {s:.9g} {tag}\n"
-                for r, (i, s) in enumerate(zip(items.tolist(), scores.tolist()), start=1)
-                if i >= 0
-            ]
-            f.writelines(lines)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for u, items, scores in zip(user_ids, rankings.top_items, rankings.top_scores):
+                f.writelines(f"{u} Q0 {item_ids[i]} {r} {s:.9g} {tag}\n"
+                             for r, (i, s) in enumerate(zip(items.tolist(), scores.tolist()), start=1) if i >= 0)
+
+    atomic_write(path, write)
 
 
 def write_qrels(path: str | Path, user_ids: Sequence[str], targets: np.ndarray, item_ids: Sequence[str]) -> None:
@@ -59,8 +61,8 @@ def write_qrels(path: str | Path, user_ids: Sequence[str], targets: np.ndarray, 
     _check_ids(user_ids)
     if len(user_ids) != len(targets):
         raise ValueError(f"{len(user_ids)} user ids but {len(targets)} targets")
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{u} 0 {item_ids[t]} 1\n" for u, t in zip(user_ids, np.asarray(targets).tolist()))
+    text = "".join(f"{u} 0 {item_ids[t]} 1\n" for u, t in zip(user_ids, np.asarray(targets).tolist()))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_run(path: str | Path) -> dict[str, list[tuple[str, int, float]]]:

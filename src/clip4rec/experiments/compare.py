@@ -13,7 +13,6 @@ repeated: "mean [lo, hi]" in the tables) and each seed's bootstrap CI over users
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from clip4rec import __version__
 from clip4rec.config import Config
 from clip4rec.evaluate.significance import SIG_METRICS, paired_test, pooled_pairs, t_interval
 from clip4rec.experiments import plots
 from clip4rec.experiments.pipeline import train_and_evaluate
 from clip4rec.experiments.report import PROTOCOL_METRICS, SEGMENTS, TRAINING_FIELDS, render_markdown
+from clip4rec.files import write_json, write_text
+from clip4rec.machine import versions
 from clip4rec.model.build import VARIANTS
 from clip4rec.train.run import made_with
 
@@ -285,7 +285,7 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
                               f"splits={splits}, stores={store_list}, out={str(out)!r})",
         "argv": list(argv) if argv is not None else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "versions": {"clip4rec": __version__, "python": platform.python_version(), "numpy": np.__version__},
+        "versions": versions(),
         "machines": training_machines(cells, results),
         "dataset": {"path": str(dataset.root), "source": dataset.meta.get("source"), "users": dataset.n_users,
                     "items": dataset.n_items, "interactions": dataset.n_interactions,
@@ -304,8 +304,8 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
     if note:
         report["note"] = note
     report["plots"] = plots.write_plots(report, out)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render_markdown(report))
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report))
     log(f"wrote {out / 'report.md'}, {out / 'report.json'} and {len(report['plots'])} plots")
     return report
 
@@ -321,8 +321,8 @@ def rerender(out: str | Path, note: str | None = None) -> dict[str, Any]:
     if note:
         report["note"] = note
     report["plots"] = plots.write_plots(report, out)
-    path.write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render_markdown(report))
+    write_json(path, report)
+    write_text(out / "report.md", render_markdown(report))
     return report
 
 

@@ -12,7 +12,6 @@ reports under docs/results.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 from clip4rec.config import Config
 from clip4rec.data.dataset import Dataset
 from clip4rec.data.importers import import_dataset
+from clip4rec.files import write_json, write_text
 
 DEMO_VARIANTS = ("pop", "content-knn", "id", "text", "fused", "fused-id")  # the first two learn nothing: seconds
 SERVED_VARIANT = "fused-id"
@@ -130,8 +130,8 @@ def mark_as_demo(report: dict[str, Any], report_dir: Path, max_epochs: int) -> d
                       f"working, not how the variants compare, and no goal is graded. Full reports: {full}.")
     for goal in report["goals"]:
         goal.update(met=None, note=f"not graded by the short demo (see {full})")
-    (report_dir / "report.json").write_text(json.dumps(report, indent=2))
-    (report_dir / "report.md").write_text(render_markdown(report))
+    write_json(report_dir / "report.json", report)
+    write_text(report_dir / "report.md", render_markdown(report))
     return report
 
 

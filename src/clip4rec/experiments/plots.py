@@ -15,6 +15,8 @@ matplotlib.use("Agg")  # headless: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from clip4rec.files import atomic_write  # noqa: E402
+
 PLOT_SEGMENTS = ("overall", "cold", "warm", "head", "tail")
 OVERALL_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
 
@@ -50,7 +52,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | None
     ax.legend(fontsize=7, loc="best")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))  # the temporary name says no format
     plt.close(fig)
 
 

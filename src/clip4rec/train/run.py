@@ -6,19 +6,15 @@ Evaluation is the next stage's: `clip4rec train` chains the two (experiments.pip
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 
-from clip4rec import __version__
 from clip4rec.config import Config
 from clip4rec.data.dataset import Dataset
 from clip4rec.files import write_json
-from clip4rec.machine import machine_info
+from clip4rec.machine import machine_info, versions
 from clip4rec.model.artifact import CONFIG, SPLIT, Run
 from clip4rec.model.build import build_model, split_for
 from clip4rec.model.modalities import content_for
@@ -39,7 +35,7 @@ def train(dataset: Dataset | str | Path, out: str | Path, config: Config | None 
     split = split_for(dataset, config)
     _guard_same_run(run_dir, config, dataset)
     # Written before training, so that a killed run is recognised (and resumed) by _guard_same_run.
-    record = {"config": config.model_dump(), "dataset": str(dataset.root), "versions": _versions(),
+    record = {"config": config.model_dump(), "dataset": str(dataset.root), "versions": versions(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(run_dir / CONFIG, record)
     write_json(run_dir / SPLIT, split.describe())
@@ -73,7 +69,3 @@ def made_with(saved: dict[str, Any], config: Config, dataset: Dataset) -> bool:
     return (Config.model_validate(saved["config"]).model_dump() == config.model_dump()
             and saved["dataset"] == str(dataset.root))
 
-
-def _versions() -> dict[str, str]:
-    return {"clip4rec": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
