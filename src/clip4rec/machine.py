@@ -15,20 +15,19 @@ RECORDED = ("clip4rec", "torch", "numpy")
 
 def versions(dists: Sequence[str] = RECORDED) -> dict[str, str | None]:
     """The version of each named distribution (None where it is not installed), then Python's."""
-    from importlib.metadata import PackageNotFoundError, version
+    return {**{dist: package_version(dist) for dist in dists}, "python": platform.python_version()}
 
-    out: dict[str, str | None] = {}
-    for dist in dists:
-        if dist == "clip4rec":
-            from clip4rec import __version__  # this source tree's own, also when it runs uninstalled
-            out[dist] = __version__
-            continue
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    out["python"] = platform.python_version()
-    return out
+
+def package_version(dist: str) -> str | None:
+    """One installed distribution's version; None where it is not installed."""
+    if dist == "clip4rec":
+        from clip4rec import __version__  # this source tree's own, also when it runs uninstalled
+        return __version__
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 def machine_info(device: str) -> dict[str, Any]:
