@@ -9,7 +9,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q $(FIND_LINKS)
 DATA   ?= ../shared/data
 OUT    ?= artifacts
 
-.PHONY: install browser demo test bench bench-peer clean
+.PHONY: install browser demo test test-fast bench bench-peer clean
 
 install: $(STAMP) browser
 
@@ -35,6 +35,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# While developing: everything but the tests marked slow (processes, Ray, Chromium, pretrained encoders).
+# `make test` (and CI) runs them all.
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 bench: install
 	@for b in $(filter-out bench/peer_recbole.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done

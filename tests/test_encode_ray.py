@@ -54,6 +54,7 @@ class _DiesAfter(LocalEngine):
             yield out
 
 
+@pytest.mark.slow  # a local Ray instance and its actor processes
 def test_ray_engine_equals_local_and_resumes(tiny_clip, catalog, tmp_path, ray_local):
     from typer.testing import CliRunner
 
@@ -85,6 +86,7 @@ def test_ray_engine_equals_local_and_resumes(tiny_clip, catalog, tmp_path, ray_l
     assert not (resumed / ".work").exists()
 
 
+@pytest.mark.slow  # a local Ray instance and its actor processes
 def test_a_worker_with_other_weights_stops_the_run(tiny_clip, catalog, tmp_path, ray_local):
     from clip4rec.encode.engines import EncoderSpec
     from clip4rec.encode.engines.ray_engine import RayEngine

@@ -113,6 +113,7 @@ def _encode_cmd(dataset: Path, model: Path, out: Path) -> list[str]:
             "--out", str(out), "--batch-size", "4", "--quiet", "--workers", "2"]
 
 
+@pytest.mark.slow  # two fresh Python processes (the killed encode, the CLI resume)
 def test_kill9_mid_encode_then_resume_equals_uninterrupted_run(tiny_clip, catalog, tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"}
@@ -236,6 +237,7 @@ def test_similar_and_mismatch_and_cli(tiny_clip, catalog, tmp_path):
     assert ev["encoder"] == "clip" and ev["swapped"] >= 2 and 0.0 <= ev["auc"] <= 1.0
 
 
+@pytest.mark.slow  # spawns decode worker processes
 def test_process_decode_workers_give_the_same_store(tiny_clip, catalog, tmp_path):
     a, b = tmp_path / "threads", tmp_path / "procs"
     encode_dataset(catalog, encoder=str(tiny_clip), out=a, settings=EncodeConfig(batch_size=8, engine=EngineConfig(workers=2, decode="thread")),

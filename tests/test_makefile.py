@@ -29,3 +29,10 @@ def test_a_failed_chromium_install_is_tried_again_on_the_next_make(tmp_path):
         assert "tried again on the next make" in done.stdout
         assert log.read_text().splitlines().count("update -q") == attempt  # ...and tries again each time
     assert "browser" in (ROOT / "Makefile").read_text().split("install:")[1].splitlines()[0]
+
+
+def test_make_test_runs_the_slow_tests_too():
+    """`slow` only lets a developer leave them out (`make test-fast`); CI's `make test` runs every test."""
+    recipes = (ROOT / "Makefile").read_text().split("\ntest: install\n")[1].split("\n\n")[0]
+    assert recipes.strip() == "$(PY) -m pytest"
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -499,6 +499,7 @@ class WebDriver:
             self.proc.wait(10)
 
 
+@pytest.mark.slow  # starts a server and headless Chromium
 def test_page_renders_tiles_in_headless_chromium(toy, tmp_path):
     """GET / in Debian's chromium: history and recommendation tiles render with posters, the live-published
     item is marked, and a click on it shows its image/text/fused neighbours. Saves docs/serve_screenshot.png."""
