@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from clip4rec import machine
 from clip4rec.encode.encoders.base import Encoder
 from clip4rec.encode.store import FORMAT_VERSION
 
 
+# The libraries an encoder's vectors depend on, recorded in the manifest beside the encoder's identity.
+ENCODER_LIBRARIES = ("clip4rec", "torch", "transformers", "numpy", "pillow", "safetensors", "gguf")
+
+
 def versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("clip4rec", "torch", "transformers", "numpy", "pillow", "safetensors", "gguf"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
+    return machine.versions(ENCODER_LIBRARIES)
 
 
 def encoder_fingerprint(enc: Encoder, text_fields: tuple[str, ...] | None = None) -> str:

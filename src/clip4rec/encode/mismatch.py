@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from clip4rec.encode.store import EmbeddingStore, StoreError, align_file
+from clip4rec.files import atomic_write
 
 
 def _pick_encoder(store: EmbeddingStore, encoder: str | None) -> str:
@@ -164,13 +165,15 @@ def write_report(store: EmbeddingStore | str, out: str | os.PathLike[str], top: 
     order = np.argsort(-scores, kind="stable")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".mismatch.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["item_id", "score"])
-        for i in order:
-            w.writerow([ids[i], f"{scores[i]:.6f}"])
-    os.replace(tmp, out / "mismatch.csv")
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["item_id", "score"])
+            for i in order:
+                w.writerow([ids[i], f"{scores[i]:.6f}"])
+
+    atomic_write(out / "mismatch.csv", write_csv)
     worst = [(ids[i], float(scores[i])) for i in order[:top]]
     sheet = None
     ds_dir = dataset or store.entry(enc).get("dataset")
@@ -231,7 +234,5 @@ def contact_sheet(worst: list[tuple[str, float]], dataset_dir: str | os.PathLike
         lines = textwrap.wrap(text, 40)[:10]
         for j, line in enumerate(lines):
             draw.text((x0 + tw + 10, y0 + 18 + 12 * j), line, fill="black", font=font)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    sheet.save(tmp)
-    os.replace(tmp, path)
-    return path
+    # The temporary name has no .png suffix: PIL is told the format.
+    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))

@@ -80,14 +80,6 @@ def is_clip_folder(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def package_version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
 def masked_mean(hidden, attention_mask):
     """Mean of token states over real (non-padding) tokens: [B,T,D], [B,T] -> [B,D]."""
     m = attention_mask.unsqueeze(-1).to(hidden.dtype)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from clip4rec.encode.encoders.base import Encoder, masked_mean, package_version, register
+from clip4rec.encode.encoders.base import Encoder, masked_mean, register
+from clip4rec.machine import package_version
 from clip4rec.pretrained import dequantised_dir, dtype_kwarg, find_gguf
 
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from clip4rec.encode.encoders.base import Encoder, EncoderUnavailable, masked_mean, package_version, register
+from clip4rec.encode.encoders.base import Encoder, EncoderUnavailable, masked_mean, register
 from clip4rec.encode.images import ImagePrep
+from clip4rec.machine import package_version
 from clip4rec.pretrained import digest_files
 
 # The TF EfficientNet-Lite models were trained on (pixel - 127) / 128.
