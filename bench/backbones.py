@@ -2,8 +2,10 @@
 
 scratch  = the SASRec-sized causal transformer (hidden 64, 2 layers)
 smollm2  = the first N layers of pretrained SmolLM2-135M via inputs_embeds (LoRA, or frozen, or full);
-           `-bf16`: the same model with the LM's matmuls under bfloat16 autocast (SmolLMTower.compute_dtype;
+           `-bf16`: the same model with the LM's matmuls under bfloat16 autocast (model.llm_dtype;
            weights, adapters and loss stay float32), which CPUs with AVX512-BF16 and GPUs run ~2x faster
+Names as `clip4rec compare --backbones` reads them (clip4rec.model.backbone), which measures the same towers'
+quality next to their cost.
 
 Each backbone trains a few epochs of the same variant on the same split in its own subprocess, so peak RSS
 (ru_maxrss) belongs to that backbone alone. Backbones run one after another, twice, interleaved, and the
@@ -30,15 +32,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-BACKBONES = {
-    "scratch": {"backbone": "scratch"},
-    "smollm2-2L-lora": {"backbone": "smollm2", "llm_layers": 2, "llm_train": "lora"},
-    "smollm2-1L-lora": {"backbone": "smollm2", "llm_layers": 1, "llm_train": "lora"},
-    "smollm2-2L-lora-bf16": {"backbone": "smollm2", "llm_layers": 2, "llm_train": "lora", "compute_dtype": "bfloat16"},
-    "smollm2-1L-lora-bf16": {"backbone": "smollm2", "llm_layers": 1, "llm_train": "lora", "compute_dtype": "bfloat16"},
-    "smollm2-2L-frozen": {"backbone": "smollm2", "llm_layers": 2, "llm_train": "frozen"},
-}
-TOWER_OPTIONS = ("compute_dtype",)  # settings of the built tower, not of the config (no config field yet)
+DEFAULT_BACKBONES = "scratch,smollm2-2L-lora,smollm2-1L-lora,smollm2-2L-lora-bf16,smollm2-1L-lora-bf16"
+TOWER_FIELDS = ("backbone", "llm_layers", "llm_train", "llm_dtype")  # what a backbone name sets
 
 
 def measure_one(args: argparse.Namespace, name: str) -> dict:
@@ -47,6 +42,7 @@ def measure_one(args: argparse.Namespace, name: str) -> dict:
 
     from clip4rec.config import Config
     from clip4rec.data.dataset import Dataset
+    from clip4rec.model.backbone import parse_backbone
     from clip4rec.model.build import build_model, split_for
     from clip4rec.model.modalities import content_for
     from clip4rec.train.trainer import train_model
@@ -54,22 +50,18 @@ def measure_one(args: argparse.Namespace, name: str) -> dict:
     torch.set_num_threads(args.threads)
     cfg = Config(seed=0)
     cfg.model.variant, cfg.model.stores = args.variant, [str(Path(args.store).resolve())] if args.store else []
-    settings = BACKBONES[name]
-    cfg.model = cfg.model.model_copy(update={k: v for k, v in settings.items() if k not in TOWER_OPTIONS})
+    cfg.model = parse_backbone(name).apply(cfg.model)
     cfg.train.max_epochs, cfg.train.patience = args.epochs, args.epochs + 1
     dataset = Dataset.load(args.dataset)
     split = split_for(dataset, cfg)
     m = cfg.model
     model = build_model(cfg, split.train_counts, content_for(m.variant, m.stores, m.modalities, split.item_ids))
-    for key in TOWER_OPTIONS:
-        if key in settings:
-            setattr(model.tower, key, settings[key])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as tmp:
         result = train_model(model, split, cfg, Path(tmp), progress=False)
     train_s = [h["train_s"] for h in result.history]
-    return {"backbone": name, "settings": BACKBONES[name], "epochs": result.epochs_run,
+    return {"backbone": name, "settings": {k: getattr(m, k) for k in TOWER_FIELDS}, "epochs": result.epochs_run,
             "train_seconds_per_epoch": min(train_s), "epoch_seconds_incl_validation": min(h["epoch_s"] for h in result.history),
             "valid_ndcg@10_last": result.history[-1]["valid_ndcg@10"],
             "parameters_total": total, "parameters_trainable": trainable,
@@ -99,14 +91,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--backbones", default=",".join(b for b in BACKBONES if b != "smollm2-2L-frozen"))
+    ap.add_argument("--backbones", default=DEFAULT_BACKBONES, help="comma-separated, e.g. scratch,smollm2-2L-frozen")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(measure_one(args, args.child)))
         return
+    from clip4rec.model.backbone import parse_backbones
+    names = [b.name for b in parse_backbones(args.backbones)]  # a bad name fails here, before any work
     prepare(Path(args.dataset), Path(args.store), Path(args.data))
-    names = args.backbones.split(",")
     load_start = os.getloadavg()  # the machine is shared: say how loaded it was
     best: dict[str, dict] = {}
     for repeat in range(args.repeats):
