@@ -18,6 +18,7 @@ from clip4rec.machine import machine_info, versions
 from clip4rec.model.artifact import CONFIG, SPLIT, Run
 from clip4rec.model.build import build_model, split_for
 from clip4rec.model.modalities import content_for
+from clip4rec.train.memory import PeakMemory
 from clip4rec.train.trainer import train_model
 
 
@@ -40,12 +41,16 @@ def train(dataset: Dataset | str | Path, out: str | Path, config: Config | None 
     write_json(run_dir / CONFIG, record)
     write_json(run_dir / SPLIT, split.describe())
     m = config.model
-    model = build_model(config, split.train_counts, content_for(m.variant, m.stores, m.modalities, split.item_ids))
+    # Measured from before the model is built: a pretrained tower's weights are part of what training costs.
+    with PeakMemory(config.train.device) as peak:
+        model = build_model(config, split.train_counts, content_for(m.variant, m.stores, m.modalities, split.item_ids))
+        result = train_model(model, split, config, run_dir, progress=progress)
     n_params = sum(p.numel() for p in model.parameters())
-    result = train_model(model, split, config, run_dir, progress=progress)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     training = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": result.best_valid_ndcg10,
                 "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
                 "train_seconds": result.train_seconds, "stopped_by": result.stopped_by, "parameters": n_params,
+                "parameters_trainable": n_trainable, "peak_memory": peak.result(),
                 "machine": machine_info(config.train.device), "history": result.history}
     write_json(run_dir / "training.json", training)
     run = Run.from_training(record, dataset, split, model)
