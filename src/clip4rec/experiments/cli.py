@@ -12,6 +12,7 @@ import typer
 
 from clip4rec.config import Config, ConfigError, load_config
 from clip4rec.evaluate.report import SUMMARY_METRICS, metrics_table
+from clip4rec.model.backbone import GRAMMAR
 
 # Flags default to None so that only what the user typed overrides the config file; --help shows what the
 # config would use instead (the defaults of clip4rec.config, unless --config sets them).
@@ -85,7 +86,10 @@ def register_compare(app: typer.Typer) -> None:
         dataset: Path = typer.Argument(..., help="Dataset directory (from `clip4rec import`)"),
         out: Path = typer.Option(..., "--out", help="Report directory (resumes: finished cells are reused)"),
         variants: str = typer.Option("id,text,fused,fused-id", "--variants", help="comma-separated variants"),
-        seeds: int = typer.Option(5, "--seeds", help="number of seeds per (split, variant)"),
+        backbones: Optional[str] = typer.Option(
+            None, "--backbones", help=f"comma-separated user towers, each trained for every variant: {GRAMMAR}",
+            show_default="the config's model.backbone: scratch"),
+        seeds: int = typer.Option(5, "--seeds", help="number of seeds per (split, variant, backbone)"),
         seed_base: int = typer.Option(0, "--seed-base", help="first seed; seeds are BASE..BASE+N-1"),
         splits: str = typer.Option("loo,cold", "--splits", help="comma-separated: loo, cold"),
         store: Optional[list[Path]] = typer.Option(None, "--store", help="embedding store (repeatable)"),
@@ -100,7 +104,7 @@ def register_compare(app: typer.Typer) -> None:
         render_only: bool = typer.Option(False, "--render-only",
                                          help="only rewrite report.md and the plots from OUT/report.json"),
     ) -> None:
-        """Train and evaluate every (split, variant, seed), then write report.md, report.json and plots."""
+        """Train and evaluate every (split, variant, backbone, seed), then write report.md, report.json and plots."""
         from clip4rec.experiments.compare import compare, rerender
         if render_only:
             try:
@@ -117,8 +121,8 @@ def register_compare(app: typer.Typer) -> None:
             cfg = load_config(config, {"train.max_epochs": epochs, "train.patience": patience,
                                        "train.time_limit_s": time_limit, "train.device": device})
             report = compare(dataset, _names(variants), range(seed_base, seed_base + seeds), _names(splits),
-                             list(store or []), cfg, out, command=_command_line(ctx), argv=sys.argv,
-                             progress=not quiet, log=typer.echo, note=note)
+                             list(store or []), cfg, out, backbones=backbones, command=_command_line(ctx),
+                             argv=sys.argv, progress=not quiet, log=typer.echo, note=note)
         except (ConfigError, ValueError, FileNotFoundError) as err:
             typer.secho(str(err), fg="red", err=True)
             raise typer.Exit(2)

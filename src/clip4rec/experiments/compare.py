@@ -1,6 +1,8 @@
-"""`clip4rec compare`: train every (split, variant, seed) cell, then aggregate, test and report.
+"""`clip4rec compare`: train every (split, variant, backbone, seed) cell, then aggregate, test and report.
 
-REPORT/runs/{split}/{variant}/seed{S}/   one Run directory per cell (a finished cell is never re-run)
+REPORT/runs/{split}/{variant}/seed{S}/   one Run directory per cell (a finished cell is never re-run); the
+                                         scratch tower's, or a training-free variant's (pop, content-knn)
+REPORT/runs/{split}/{variant}/{backbone}/seed{S}/   an LLM tower's (e.g. backbone smollm2-2L-lora)
 REPORT/report.json                       everything: command, configs, dataset, encoders, aggregates, tests, goals
 REPORT/report.md                         tables rendered from report.json (``experiments.report``)
 REPORT/*.png                             NDCG@10 by segment per split; training time per variant
@@ -21,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from clip4rec.config import Config
-from clip4rec.evaluate.significance import SIG_METRICS, paired_test, pooled_pairs, t_interval
-from clip4rec.experiments import plots
+from clip4rec.evaluate.significance import t_interval
+from clip4rec.experiments import plots, towers
+from clip4rec.experiments.arms import Arm, cell_dir, grid_arms, paired_tests
 from clip4rec.experiments.pipeline import train_and_evaluate
 from clip4rec.experiments.report import PROTOCOL_METRICS, SEGMENTS, TRAINING_FIELDS, render_markdown
 from clip4rec.files import write_json, write_text
 from clip4rec.machine import versions
+from clip4rec.model.backbone import Backbone, parse_backbones
 from clip4rec.model.build import VARIANTS
 from clip4rec.train.run import made_with
 
@@ -37,16 +41,15 @@ Log = Callable[[str], None]
 
 
 # ---- the grid ---------------------------------------------------------------------------------------
-def cell_dir(out: Path, split: str, variant: str, seed: int) -> Path:
-    return out / "runs" / split / variant / f"seed{seed}"
-
-
-def cell_config(base: Config, split: str, variant: str, seed: int, stores: Sequence[str]) -> Config:
-    """The base config with this cell's split, variant and seed (and the stores, when given)."""
+def cell_config(base: Config, split: str, variant: str, seed: int, stores: Sequence[str],
+                backbone: Backbone | None = None) -> Config:
+    """The base config with this cell's split, variant and seed (and the stores and tower, when given)."""
     cfg = base.model_copy(deep=True)
     cfg.seed, cfg.split.kind, cfg.model.variant = seed, split, variant
     if stores:
         cfg.model.stores = [str(Path(s).resolve()) for s in stores]
+    if backbone is not None:
+        cfg.model = backbone.apply(cfg.model)
     return cfg
 
 
@@ -138,14 +141,16 @@ def aggregate_cells(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                                    for m in PROTOCOL_METRICS}
                              for seg in ("overall", "cold") if all(r["other_protocol"]["metrics"].get(seg) for r in runs)}}
     training = [r.get("training") or {} for r in runs]
-    params = sorted({t.get("parameters") for t in training if t.get("parameters") is not None})
     return {
         "n_seeds": len(runs),
         "counts": {seg: [r["counts"].get(seg) for r in runs] for seg in SEGMENTS},
         "metrics": segments,
         "beyond": beyond,
-        "training": {f: seed_summary([t.get(f) for t in training]) for f in TRAINING_FIELDS},
-        "parameters": params[0] if len(params) == 1 else params or None,
+        "training": {**{f: seed_summary([t.get(f) for t in training]) for f in TRAINING_FIELDS},
+                     **training_costs(training)},
+        "parameters": _one_or_all([t.get("parameters") for t in training]),
+        "parameters_trainable": _one_or_all([t.get("parameters_trainable") for t in training]),
+        "peak_memory_kind": _one_or_all([(t.get("peak_memory") or {}).get("kind") for t in training]),
         "other_protocol": other,
         # What a recipe is chosen by (never the test): validation NDCG@10 over all validation cases.
         "valid_ndcg@10": seed_summary([((r.get("valid") or {}).get("metrics", {}).get("overall") or {}).get("ndcg@10")
@@ -153,23 +158,43 @@ def aggregate_cells(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def significance(out: Path, split: str, variants: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
-    """Each variant against each baseline present ("vs_text", "vs_id"): paired per-user tests, seeds pooled."""
+def _one_or_all(values: Sequence[Any]) -> Any:
+    """The seeds' common value, or their distinct values sorted (None when no seed recorded one)."""
+    found = sorted({v for v in values if v is not None})
+    return found[0] if len(found) == 1 else found or None
+
+
+def training_costs(training: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a tower costs to train, over seeds: the median epoch's training seconds (validation left out, so a
+    tower's cost is not diluted by ranking; the median, so one epoch slowed by a busy machine does not count)
+    and the peak memory (train.memory). None where a Run did not record it (training-free, or older Runs)."""
+    def median_train_s(t: dict[str, Any]) -> float | None:
+        times = [h["train_s"] for h in t.get("history") or [] if "train_s" in h]
+        return float(np.median(times)) if times else None
+
+    def peak_gib(t: dict[str, Any]) -> float | None:
+        peak = t.get("peak_memory")
+        return peak["bytes"] / 2**30 if peak else None
+
+    return {"train_seconds_per_epoch": seed_summary([median_train_s(t) for t in training]),
+            "peak_memory_gib": seed_summary([peak_gib(t) for t in training])}
+
+
+def significance(out: Path, split: str, arms: Sequence[Arm], seeds: Sequence[int]) -> dict[str, Any]:
+    """Each arm against each baseline variant present with the same tower ("vs_text", "vs_id", and for an LLM
+    tower "vs_id/smollm2-2L-lora"); a training-free baseline (content-knn) and training-free arms pair with
+    every tower. Paired per-user tests, seeds pooled."""
     result: dict[str, Any] = {}
-    for base in BASELINES:
-        if base not in variants:
-            continue
-        block: dict[str, Any] = {}
-        for v in variants:
-            if v == base:
-                continue
-            pairs = [(cell_dir(out, split, v, s), cell_dir(out, split, base, s)) for s in seeds]
-            block[v] = {}
-            for metric in SIG_METRICS:
-                a, b, _ = pooled_pairs(pairs, metric)
-                block[v][metric] = paired_test(a, b)
-        result[f"vs_{base}"] = block
+    for variant in BASELINES:
+        for base in (a for a in arms if a.variant == variant):
+            result[f"vs_{base.key}"] = {a.key: paired_tests(out, split, a.key, base.key, seeds)
+                                        for a in arms if a != base and _same_tower(a, base)}
     return result
+
+
+def _same_tower(a: Arm, b: Arm) -> bool:
+    """Paired in the variant tests: the same tower, or either has none (pop, content-knn)."""
+    return a.backbone == b.backbone or None in (a.backbone, b.backbone)
 
 
 # ---- goals (the issue's targets, computed from the aggregate) ----------------------------------------
@@ -242,10 +267,12 @@ def goals(agg: dict[str, Any], sig: dict[str, Any] | None = None) -> list[dict[s
 # ---- the one call -----------------------------------------------------------------------------------
 def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Sequence[int], splits: Sequence[str],
             stores: Sequence[str | Path], base_config: Config | None, out: str | Path, *,
-            command: str | None = None, argv: Sequence[str] | None = None, progress: bool = False,
-            log: Log = print, note: str | None = None) -> dict[str, Any]:
+            backbones: Sequence[str] | str | None = None, command: str | None = None,
+            argv: Sequence[str] | None = None, progress: bool = False, log: Log = print,
+            note: str | None = None) -> dict[str, Any]:
     """Train/evaluate the grid into ``out``/runs (resuming), write report.json, report.md and plots;
-    returns the report dict. ``seeds``: a count N (seeds 0..N-1) or the seed values."""
+    returns the report dict. ``seeds``: a count N (seeds 0..N-1) or the seed values. ``backbones``: user-tower
+    names (model.backbone: ``scratch``, ``smollm2-2L-lora``, ...); None = the base config's tower alone."""
     from clip4rec.data.dataset import Dataset
 
     base = base_config or Config()
@@ -254,17 +281,23 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
     bad = [v for v in variants if v not in VARIANTS] + [s for s in splits if s not in SPLITS]
     if bad or not variants or not splits or not seed_list:
         raise ValueError(f"need >= 1 variant of {VARIANTS}, split of {SPLITS} and seed; bad: {bad}")
+    towers_given = parse_backbones(backbones) if backbones is not None else [Backbone.of(base.model)]
+    by_name = {b.name: b for b in towers_given}
+    arms = grid_arms(variants, list(by_name))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = Dataset.load(Path(dataset_dir).resolve())
     store_list = [str(Path(s).resolve()) for s in stores] or list(base.model.stores)
-    configs = {(sp, v, s): cell_config(base, sp, v, s, store_list) for sp in splits for v in variants for s in seed_list}
-    sources = {v: item_vector_sources(configs[(splits[0], v, seed_list[0])]) for v in variants}
+    # A training-free arm (no tower) keeps the base config's tower fields: what it was trained with before.
+    configs = {(sp, a.key, s): cell_config(base, sp, a.variant, s, store_list, by_name.get(a.backbone))
+               for sp in splits for a in arms for s in seed_list}
+    sources = {v: item_vector_sources(cell_config(base, splits[0], v, seed_list[0], store_list)) for v in variants}
+    arm_of = {a.key: a for a in arms}
 
     t0, cells, results = time.perf_counter(), [], {}
-    for i, ((sp, v, s), cfg) in enumerate(configs.items(), start=1):
-        run_dir = cell_dir(out, sp, v, s)
-        tag = f"[{i}/{len(configs)}] split={sp} variant={v} seed={s}"
+    for i, ((sp, key, s), cfg) in enumerate(configs.items(), start=1):
+        run_dir = cell_dir(out, sp, key, s)
+        tag = f"[{i}/{len(configs)}] split={sp} variant={key} seed={s}"
         if not (run_dir / "metrics.json").exists():
             log(f"{tag}: training -> {run_dir}")
         c0 = time.perf_counter()
@@ -273,13 +306,14 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
         overall = metrics["metrics"]["overall"]
         log(f"{tag}: {'done in ' + format(took, '.1f') + 's' if trained else 'finished earlier, reused'}  "
             f"ndcg@10 {overall['ndcg@10']:.4f}  recall@10 {overall['recall@10']:.4f}")
-        results[(sp, v, s)] = metrics
-        cells.append({"split": sp, "variant": v, "seed": s, "run_dir": str(run_dir.relative_to(out)),
+        results[(sp, key, s)] = metrics
+        cells.append({"split": sp, "variant": arm_of[key].variant, "backbone": arm_of[key].backbone, "arm": key,
+                      "seed": s, "run_dir": str(run_dir.relative_to(out)),
                       "status": "trained" if trained else "reused", "seconds": round(took, 3),
                       "config": cfg.model_dump()})
 
-    agg = {sp: {v: {**aggregate_cells([results[(sp, v, s)] for s in seed_list]), "item_vectors": sources[v]}
-                for v in variants} for sp in splits}
+    agg = {sp: {a.key: {**aggregate_cells([results[(sp, a.key, s)] for s in seed_list]),
+                        "item_vectors": sources[a.variant]} for a in arms} for sp in splits}
     report: dict[str, Any] = {
         "command": command or f"compare({str(dataset_dir)!r}, variants={variants}, seeds={seed_list}, "
                               f"splits={splits}, stores={store_list}, out={str(out)!r})",
@@ -289,18 +323,21 @@ def compare(dataset_dir: str | Path, variants: Sequence[str], seeds: int | Seque
         "machines": training_machines(cells, results),
         "dataset": {"path": str(dataset.root), "source": dataset.meta.get("source"), "users": dataset.n_users,
                     "items": dataset.n_items, "interactions": dataset.n_interactions,
-                    "splits": {sp: results[(sp, variants[0], seed_list[0])]["split"] for sp in splits}},
-        "grid": {"splits": splits, "variants": variants, "seeds": seed_list, "cells": len(cells),
+                    "splits": {sp: results[(sp, arms[0].key, seed_list[0])]["split"] for sp in splits}},
+        "grid": {"splits": splits, "variants": variants, "backbones": list(by_name), "arms": list(arm_of),
+                 "seeds": seed_list, "cells": len(cells),
                  "trained_now": sum(c["status"] == "trained" for c in cells),
                  "wall_seconds": round(time.perf_counter() - t0, 3)},
         "base_config": base.model_dump(),
         "stores": store_encoders(store_list),
         "item_vectors": sources,
         "aggregate": agg,
-        "significance": {sp: significance(out, sp, variants, seed_list) for sp in splits},
+        "significance": {sp: significance(out, sp, arms, seed_list) for sp in splits},
+        "backbone_significance": {sp: towers.against_scratch(out, sp, arms, seed_list) for sp in splits},
         "cells": cells,
     }
-    report["goals"] = goals(agg, report["significance"])
+    report["goals"] = goals(agg, report["significance"]) + towers.tower_goals(
+        agg, arms, report["backbone_significance"], arm_machines(cells, results))
     if note:
         report["note"] = note
     report["plots"] = plots.write_plots(report, out)
@@ -326,11 +363,25 @@ def rerender(out: str | Path, note: str | None = None) -> dict[str, Any]:
     return report
 
 
+def _machine(cell: dict[str, Any], results: dict[Any, dict[str, Any]]) -> dict[str, Any] | None:
+    return (results[(cell["split"], cell["arm"], cell["seed"])].get("training") or {}).get("machine")
+
+
 def training_machines(cells: Sequence[dict[str, Any]], results: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
     """Distinct machines the cells were trained on (from each Run's training.json), with their cell counts."""
     found: dict[str, dict[str, Any]] = {}
     for c in cells:
-        machine = (results[(c["split"], c["variant"], c["seed"])].get("training") or {}).get("machine")
+        machine = _machine(c, results)
         key = json.dumps(machine, sort_keys=True)
         found.setdefault(key, {"machine": machine, "cells": 0})["cells"] += 1
     return list(found.values())
+
+
+def arm_machines(cells: Sequence[dict[str, Any]],
+                 results: dict[Any, dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """{split: {arm key: the distinct machines (as JSON) its seeds were trained on}}."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for c in cells:
+        machine = json.dumps(_machine(c, results), sort_keys=True)
+        found.setdefault(c["split"], {}).setdefault(c["arm"], set()).add(machine)
+    return {sp: {k: sorted(v) for k, v in per_arm.items()} for sp, per_arm in found.items()}

@@ -15,17 +15,20 @@ matplotlib.use("Agg")  # headless: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from clip4rec.experiments.arms import Arm, arm_keys  # noqa: E402
 from clip4rec.files import atomic_write  # noqa: E402
 
 PLOT_SEGMENTS = ("overall", "cold", "warm", "head", "tail")
 OVERALL_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
 
 
-def _label(report: dict[str, Any], variant: str) -> str:
+def _label(report: dict[str, Any], key: str) -> str:
+    """An arm (variant, or variant/backbone) and the encoders of its variant's item vectors."""
+    variant = Arm.from_key(key).variant
     src = report["item_vectors"].get(variant) or []
     if variant == "pop":
         return "pop (training popularity)"
-    return f"{variant} ({' + '.join(src) if src else 'learned IDs'})"
+    return f"{key} ({' + '.join(src) if src else 'learned IDs'})"
 
 
 def _bar(summary: dict[str, Any] | None) -> tuple[float, float, float]:
@@ -59,7 +62,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | None
 def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     """Per split: overall Recall/NDCG/MRR and NDCG@10 by segment; training time per variant. Returns file names
     relative to ``out``."""
-    agg, variants, n = report["aggregate"], report["grid"]["variants"], len(report["grid"]["seeds"])
+    agg, variants, n = report["aggregate"], arm_keys(report), len(report["grid"]["seeds"])
     interval = "95% t-interval over seeds" if n > 1 else "95% bootstrap CI over users"
     written = []
     for split, per_variant in agg.items():

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clip4rec.experiments.arms import Arm, arm_keys
 from clip4rec.machine import describe
 
 SEGMENTS = ("overall", "warm", "cold", "head", "tail")
@@ -15,7 +16,9 @@ PROTOCOL_METRICS = ("recall@10", "ndcg@10")
 TRAINING_FIELDS = ("train_seconds", "seconds_per_epoch", "best_epoch", "epochs_run")
 
 
-def vectors_label(report: dict[str, Any], variant: str) -> str:
+def vectors_label(report: dict[str, Any], key: str) -> str:
+    """What made the item vectors of an arm (a variant, or variant/backbone): its variant's encoders."""
+    variant = Arm.from_key(key).variant
     src = report["item_vectors"].get(variant) or []
     if variant == "pop":
         return "training popularity (nothing learned)"
@@ -77,7 +80,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              *([f"> {report['note']}", ""] if report.get("note") else []),
              f"Command: `{report['command']}`  ", f"Created {report['created']}, clip4rec {report['versions']['clip4rec']}.",
              "", f"Dataset `{ds['path']}` (source {ds['source']}): {ds['users']} users, {ds['items']} items, {ds['interactions']} interactions. "
-             f"Splits {', '.join(g['splits'])}; seeds {g['seeds']}; backbone {cfg['model']['backbone']}, "
+             f"Splits {', '.join(g['splits'])}; seeds {g['seeds']}; {_backbone_phrase(report)}, "
              f"hidden {cfg['model']['hidden']}, max_len {cfg['model']['max_len']}, id_dropout {cfg['model'].get('id_dropout')}, "
              f"max_epochs {cfg['train']['max_epochs']}, patience {cfg['train']['patience']}, "
              f"time limit {cfg['train']['time_limit_s']} s; full ranking (exclude_seen={cfg['eval']['exclude_seen']}).",
@@ -103,11 +106,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _backbone_phrase(report: dict[str, Any]) -> str:
+    """"backbone scratch" (every report before backbones were an axis), or the towers compared."""
+    model = report["base_config"]["model"]
+    names = report["grid"].get("backbones") or [model["backbone"]]
+    rank = f" (LoRA rank {model['lora_rank']})" if any("-lora" in n for n in names) else ""
+    return f"backbone{'s' if len(names) > 1 else ''} {', '.join(names)}{rank}"
+
+
 def _run_lines(report: dict[str, Any]) -> list[str]:
     """Where each cell's Run directory is (relative to the report): what `clip4rec serve` / `evaluate` take."""
     dirs: dict[tuple[str, str], list[str]] = {}
     for c in report.get("cells", []):
-        dirs.setdefault((c["split"], c["variant"]), []).append(f"`{c['run_dir']}`")
+        dirs.setdefault((c["split"], c.get("arm", c["variant"])), []).append(f"`{c['run_dir']}`")
     if not dirs:
         return []
     return ["## Run directories (relative to this report)", "",
@@ -115,7 +126,7 @@ def _run_lines(report: dict[str, Any]) -> list[str]:
 
 
 def _split_tables(report: dict[str, Any], split: str) -> list[str]:
-    agg, variants = report["aggregate"][split], report["grid"]["variants"]
+    agg, variants = report["aggregate"][split], arm_keys(report)
     lines: list[str] = []
     ks = sorted({int(m.split("@")[1]) for v in variants for m in (agg[v]["metrics"]["overall"] or {}) if "@" in m})
     overall_cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + ["mrr"]
@@ -151,23 +162,75 @@ def _split_tables(report: dict[str, Any], split: str) -> list[str]:
                 continue
             shown.add(frozenset((v, base[3:])))
             for metric, t in per_metric.items():
-                ci = f" [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}]" if t["diff_ci"] else ""
-                lift = "-" if t["lift_pct"] is None else f"{t['lift_pct']:+.1f}%"
-                rows.append([f"{v} vs {base[3:]}", metric, str(t["n"]), f"{t['mean_diff']:+.4f}{ci}", lift,
-                             _p(t["t_p"]), _p(t["wilcoxon_p"])])
+                rows.append([f"{v} vs {base[3:]}", metric, *_test_cells(t)])
     lines += _table(["comparison", "metric", "users", "mean diff [95% CI]", "lift", "paired t p", "Wilcoxon p"], rows) \
         if rows else ["No baseline (text or id) in the grid.", ""]
     lines += ["### Training time and parameters", ""]
     lines += _table(["variant", "parameters", "train s", "s / epoch", "best epoch", "epochs run"],
                     [[v, str(agg[v]["parameters"]), *(_training_cell(agg[v]["training"][f], f) for f in TRAINING_FIELDS)]
                      for v in variants])
-    return lines
+    return lines + _tower_lines(report, split)
+
+
+def _tower_lines(report: dict[str, Any], split: str) -> list[str]:
+    """The user towers side by side (only in a grid with an LLM tower): quality, cost, and the paired tests
+    of each LLM tower against the scratch tower of the same variant."""
+    arms = [Arm.from_key(k) for k in arm_keys(report)]
+    if not any(a.backbone not in (None, "scratch") for a in arms):
+        return []
+    agg = report["aggregate"][split]
+    lines = ["### User-tower backbones", "",
+             "Train s / epoch: the median epoch's training seconds (validation left out), mean over seeds; "
+             "x scratch: against the scratch tower of the same variant. Peak memory: "
+             + _memory_kinds(agg) + ".", ""]
+    rows = []
+    for a in (a for a in arms if a.backbone is not None):
+        entry, scratch = agg[a.key], agg.get(a.variant) if a.backbone != "scratch" else None
+        speed = entry["training"].get("train_seconds_per_epoch")
+        base_speed = (scratch or {}).get("training", {}).get("train_seconds_per_epoch")
+        ratio = f"{speed['mean'] / base_speed['mean']:.2f}" if speed and base_speed and base_speed["mean"] else "-"
+        overall = entry["metrics"]["overall"] or {}
+        rows.append([a.variant, a.backbone, _fmt(overall.get("ndcg@10")), _fmt(overall.get("recall@10")),
+                     _fmt(speed, 2), ratio, _fmt(entry["training"].get("peak_memory_gib"), 2),
+                     _int(entry.get("parameters")), _int(entry.get("parameters_trainable"))])
+    lines += _table(["variant", "backbone", "N@10", "R@10", "train s / epoch", "x scratch", "peak memory GiB",
+                     "parameters", "trainable"], rows)
+    tests = (report.get("backbone_significance") or {}).get(split) or {}
+    lines += ["### LLM towers against scratch (paired per user, seeds pooled by averaging each user's values)", ""]
+    rows = [[t["variant"], t["backbone"], metric, *_test_cells(test)]
+            for t in tests.values() for metric, test in t["tests"].items()]
+    return lines + (_table(["variant", "backbone", "metric", "users", "mean diff [95% CI]", "lift", "paired t p",
+                            "Wilcoxon p"], rows) if rows else ["No scratch tower in the grid to test against.", ""])
+
+
+def _memory_kinds(agg: dict[str, Any]) -> str:
+    names = {"peak_rss": "the training process's peak resident memory during the Run (everything it held)",
+             "process_peak_rss": "the process's peak resident memory since it started (no per-Run reset here)",
+             "cuda_max_allocated": "torch's peak allocated GPU memory during the Run"}
+    kinds = {k for e in agg.values() for k in _as_list(e.get("peak_memory_kind"))}
+    return "; ".join(names.get(k, k) for k in sorted(kinds)) or "not recorded"
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _int(value: Any) -> str:
+    """A parameter count with thousands separators; seeds that differ show every value."""
+    return "-" if value is None else ", ".join(f"{v:,}" for v in _as_list(value))
+
+
+def _test_cells(t: dict[str, Any]) -> list[str]:
+    """users, mean difference [CI], lift, paired t p, Wilcoxon p of one paired test."""
+    ci = f" [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}]" if t["diff_ci"] else ""
+    lift = "-" if t["lift_pct"] is None else f"{t['lift_pct']:+.1f}%"
+    return [str(t["n"]), f"{t['mean_diff']:+.4f}{ci}", lift, _p(t["t_p"]), _p(t["wilcoxon_p"])]
 
 
 def _protocol_lines(report: dict[str, Any], split: str) -> list[str]:
     """Test results with seen items excluded and with them ranked, side by side (the tables above use the
     report's own setting)."""
-    agg, variants = report["aggregate"][split], report["grid"]["variants"]
+    agg, variants = report["aggregate"][split], arm_keys(report)
     own = report["base_config"]["eval"]["exclude_seen"]
     if not any(agg[v].get("other_protocol") for v in variants):
         return []
@@ -191,10 +254,12 @@ def _goal_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["## Goals", ""]
     for r in rows:
         if r["met"] is None:
-            lines.append(f"- **not evaluated** — {r['text']}: {r['note']}")
+            where = f", split `{r['split']}`" if r.get("split") else ""
+            lines.append(f"- **not evaluated** — {r['text']}{where}: {r['note']}")
             continue
         vals = ", ".join(f"{k} {v:.4f}" for k, v in r["values"].items())
-        ratio = f"ratio {r['ratio']:.3f} (needs >= {r['threshold']:.2f})" if r["ratio"] is not None else ""
+        needs = "<=" if r.get("at_most") else ">="
+        ratio = f"ratio {r['ratio']:.3f} (needs {needs} {r['threshold']:.2f})" if r["ratio"] is not None else ""
         extra = f"; chosen: `{r['chosen']}`" if r.get("chosen") else ""
         if "paired_t_p" in r:
             extra += f"; paired t p {_p(r['paired_t_p'])}"
