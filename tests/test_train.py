@@ -110,6 +110,18 @@ def test_cli_rejects_bad_config_key(dataset_dir, tmp_path):
     assert result.exit_code == 2 and "trian" in result.output
 
 
+def test_train_takes_a_full_backbone_name_and_refuses_a_bad_one(dataset_dir, tmp_path):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", str(dataset_dir), "--out", str(tmp_path / "bad"), "--backbone", "smollm2-2L"])
+    assert bad.exit_code == 2 and "smollm2-<N>L-" in bad.output and not (tmp_path / "bad" / "config.json").exists()
+    result = runner.invoke(app, ["train", str(dataset_dir), "--out", str(tmp_path / "llm"), "--backbone",
+                                 "smollm2-1L-frozen", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = json.loads((tmp_path / "llm" / "config.json").read_text())["config"]["model"]
+    assert (model["backbone"], model["llm_layers"], model["llm_train"], model["llm_dtype"]) == (
+        "smollm2", 1, "frozen", "float32")
+
+
 def test_device_option_is_validated_and_missing_cuda_is_a_clear_error(dataset_dir, tmp_path):
     runner = CliRunner()
     typo = runner.invoke(app, ["train", str(dataset_dir), "--out", str(tmp_path / "a"), "--device", "gpu"])

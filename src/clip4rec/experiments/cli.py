@@ -12,7 +12,7 @@ import typer
 
 from clip4rec.config import Config, ConfigError, load_config
 from clip4rec.evaluate.report import SUMMARY_METRICS, metrics_table
-from clip4rec.model.backbone import GRAMMAR
+from clip4rec.model.backbone import GRAMMAR, parse_backbone
 
 # Flags default to None so that only what the user typed overrides the config file; --help shows what the
 # config would use instead (the defaults of clip4rec.config, unless --config sets them).
@@ -36,8 +36,9 @@ def register_train(app: typer.Typer) -> None:
         modality: list[str] = typer.Option(
             [], "--modality", help="content modality, e.g. lite:image (repeatable)",
             show_default="from the stores: text = llm_text if stored, else text; image = image; fused = both"),
-        backbone: Optional[str] = typer.Option(None, "--backbone", help="scratch | smollm2",
-                                               show_default=_default(m.backbone)),
+        backbone: Optional[str] = typer.Option(
+            None, "--backbone", help=f"user tower: smollm2 (the config's llm_* settings) or {GRAMMAR}",
+            show_default=_default(m.backbone)),
         split: Optional[str] = typer.Option(None, "--split", help="loo | cold", show_default=_default(d.split.kind)),
         seed: Optional[int] = typer.Option(None, "--seed", show_default=_default(d.seed)),
         epochs: Optional[int] = typer.Option(None, "--epochs", help="max epochs", show_default=_default(t.max_epochs)),
@@ -61,12 +62,15 @@ def register_train(app: typer.Typer) -> None:
         from clip4rec.experiments.pipeline import train_and_evaluate
         cfg = _config(config, {"model.variant": variant, "model.stores": store or None,
                                "model.modalities": modality or None,
-                               "model.backbone": backbone, "split.kind": split, "seed": seed,
+                               "model.backbone": backbone if backbone in (None, "smollm2") else None,
+                               "split.kind": split, "seed": seed,
                                "train.max_epochs": epochs, "train.patience": patience,
                                "train.warmup_epochs": warmup,
                                "train.time_limit_s": time_limit, "train.batch_size": batch_size, "train.lr": lr,
                                "train.device": device})
         try:
+            if backbone not in (None, "smollm2"):  # a full name sets the tower's llm_* fields too
+                cfg = cfg.model_copy(update={"model": parse_backbone(backbone).apply(cfg.model)})
             _record_modalities(cfg)
             metrics = train_and_evaluate(dataset, out, cfg, progress=not quiet)
         except (FileNotFoundError, ValueError) as err:
