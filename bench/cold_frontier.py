@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from clip4rec.ranking import rank_cases
-from clip4rec.evaluate.segments import evaluate_rankings
 from clip4rec.model.artifact import Run
+from clip4rec.ranking import case_metrics, target_ranks
 
 BOOSTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
@@ -37,24 +37,35 @@ def seed_dirs(report: Path, variant: str) -> list[Path]:
     return done
 
 
+def _ranks(run: Run, cases, shifts: dict[str, torch.Tensor], batch: int = 1024) -> dict[str, np.ndarray]:
+    """Per named score shift [n_items] (added to every user's scores; -inf removes an item), each case's
+    target rank, seen items excluded as in the Run. The model scores each batch once."""
+    table, exclude = run.item_table, run.config.eval.exclude_seen
+    out: dict[str, list[np.ndarray]] = {name: [] for name in shifts}
+    for start in range(0, len(cases.targets), batch):
+        histories = cases.histories[start:start + batch]
+        targets = cases.targets[start:start + batch]
+        scores = run.model.score(histories, table)
+        for name, shift in shifts.items():
+            out[name].append(target_ranks(scores + shift, targets, histories if exclude else None).numpy())
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
 def frontier(run_dir: Path) -> list[dict[str, float]]:
     """Per boost: validation and test NDCG@10, test cold and warm R@10 (seen items excluded as in the Run)."""
     run = Run.load(run_dir)
-    model, table = run.model, run.item_table
-    cold = torch.from_numpy(run.cold_items)
+    cold = torch.from_numpy(run.cold_items).float()
+    shifts = {str(boost): boost * cold for boost in BOOSTS}
+    valid, test = _ranks(run, run.valid, shifts), _ranks(run, run.test, shifts)
+    cold_case = run.cold_items[run.test.targets]
     rows = []
     for boost in BOOSTS:
-        row: dict[str, float] = {"boost": boost}
-        for name, cases in (("valid", run.valid), ("test", run.test)):
-            rankings = rank_cases(lambda hs: model.score(hs, table) + boost * cold, cases.histories, cases.targets,
-                                  run.n_items, exclude_seen=run.config.eval.exclude_seen, depth=10)
-            result = evaluate_rankings(rankings, cases.targets, run.train_counts, run.cold_items, ks=(10,),
-                                       n_boot=0)["metrics"]
-            row[f"{name}_ndcg@10"] = result["overall"]["ndcg@10"]
-            if name == "test":
-                row["test_cold_recall@10"] = result["cold"]["recall@10"]
-                row["test_warm_recall@10"] = result["warm"]["recall@10"]
-        rows.append(row)
+        test_metrics = case_metrics(test[str(boost)], ks=(10,))
+        rows.append({"boost": boost,
+                     "valid_ndcg@10": float(case_metrics(valid[str(boost)], ks=(10,))["ndcg@10"].mean()),
+                     "test_ndcg@10": float(test_metrics["ndcg@10"].mean()),
+                     "test_cold_recall@10": float(test_metrics["recall@10"][cold_case].mean()),
+                     "test_warm_recall@10": float(test_metrics["recall@10"][~cold_case].mean())})
     return rows
 
 
@@ -62,13 +73,10 @@ def recall_among_cold(run_dir: Path) -> float:
     """Test R@10 of the cold targets when only cold items are ranked: how well a Run orders the cold items among
     themselves, whatever it thinks of them against warm ones."""
     run = Run.load(run_dir)
-    model, table = run.model, run.item_table
-    warm = torch.from_numpy(~run.cold_items)
+    only_cold = torch.zeros(run.n_items).masked_fill(torch.from_numpy(~run.cold_items), float("-inf"))
     cold_cases = np.flatnonzero(run.cold_items[run.test.targets])
-    rankings = rank_cases(lambda hs: model.score(hs, table).masked_fill(warm, float("-inf")),
-                          [run.test.histories[i] for i in cold_cases], run.test.targets[cold_cases], run.n_items,
-                          exclude_seen=run.config.eval.exclude_seen, depth=10)
-    return float(np.mean(rankings.ranks <= 10))
+    cases = SimpleNamespace(histories=[run.test.histories[i] for i in cold_cases], targets=run.test.targets[cold_cases])
+    return float(np.mean(_ranks(run, cases, {"cold": only_cold})["cold"] <= 10))
 
 
 def knn_cold_recall(report: Path, seeds: list[str]) -> float | None:

@@ -14,7 +14,7 @@ from clip4rec.evaluate.metrics import (
 )
 from clip4rec.evaluate.report import metrics_table
 from clip4rec.evaluate.segments import evaluate_rankings, head_items, segment_masks
-from clip4rec.ranking import Rankings, case_metrics, rank_cases, top_k
+from clip4rec.ranking import Rankings, case_metrics, rank_cases, target_ranks, top_k
 
 
 def fixed_scores(matrix):
@@ -276,3 +276,17 @@ def test_low_precision_and_numpy_scores():
     half = lambda hs: torch.tensor([[0.5, 0.25, 0.75, 0.75]], dtype=torch.bfloat16)  # noqa: E731
     r = rank_cases(half, [np.array([0])], np.array([3]), 4, True, 4, progress=True)
     assert r.ranks.tolist() == [2] and r.top_items.tolist() == [[2, 3, 1, -1]]
+
+
+def test_target_ranks_equal_rank_cases_with_ties_and_seen_items_excluded():
+    # small integer scores: many exact ties, so the tie rule (lower index first) decides most ranks
+    gen = np.random.default_rng(3)
+    scores = torch.from_numpy(gen.integers(0, 4, size=(30, 12)).astype(np.float32))
+    targets = gen.integers(0, 12, size=30)
+    histories = [gen.choice(12, size=gen.integers(0, 5), replace=False) for _ in range(30)]
+    for exclude in (True, False):
+        kernel = rank_cases(lambda hs: scores, histories, targets, 12, exclude_seen=exclude, depth=3, batch_size=30)
+        ranks = target_ranks(scores, targets, histories if exclude else None)
+        assert ranks.tolist() == kernel.ranks.tolist()
+    # a target in its own history stays rankable, as in rank_cases
+    assert target_ranks(torch.tensor([[1.0, 5.0, 3.0]]), np.array([1]), [np.array([1, 2])]).tolist() == [1]

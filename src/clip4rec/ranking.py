@@ -105,6 +105,20 @@ def rank_cases(
     return Rankings(ranks=ranks, top_items=top_items, top_scores=top_scores)
 
 
+def target_ranks(scores: torch.Tensor, targets: np.ndarray,
+                 histories: Sequence[np.ndarray] | None = None) -> torch.Tensor:
+    """1-based rank of each row's target among all columns of a score matrix, by the order `rank_cases` uses;
+    with `histories`, each row's history items (never its target) are excluded. For callers that rank one
+    score matrix several ways (e.g. under several score offsets) without a top list."""
+    t = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(scores.device)
+    excluded = None
+    if histories is not None:
+        excluded = _exclusion_mask([np.asarray(h, dtype=np.int64) for h in histories], t.cpu(),
+                                   scores.shape[1]).to(scores.device)
+        scores = scores.masked_fill(excluded, float("-inf"))
+    return _target_ranks(scores, t, torch.arange(scores.shape[1], device=scores.device), excluded)
+
+
 def _exclusion_mask(histories: list[np.ndarray], targets: torch.Tensor, n_items: int) -> torch.Tensor:
     """Bool [b, n_items]: history items of each row, never the row's target."""
     mask = torch.zeros((len(histories), n_items), dtype=torch.bool)
