@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from clip4rec.data.splits import EvalCases
+from clip4rec.files import write_json, write_text
 from clip4rec.model.artifact import Run
 from clip4rec.ranking import case_metrics, target_ranks
 
@@ -37,7 +38,7 @@ def seed_dirs(report: Path, variant: str) -> list[Path]:
     return done
 
 
-def _ranks(run: Run, cases, shifts: dict[str, torch.Tensor], batch: int = 1024) -> dict[str, np.ndarray]:
+def _ranks(run: Run, cases: EvalCases, shifts: dict[str, torch.Tensor], batch: int = 1024) -> dict[str, np.ndarray]:
     """Per named score shift [n_items] (added to every user's scores; -inf removes an item), each case's
     target rank, seen items excluded as in the Run. The model scores each batch once."""
     table, exclude = run.item_table, run.config.eval.exclude_seen
@@ -51,9 +52,8 @@ def _ranks(run: Run, cases, shifts: dict[str, torch.Tensor], batch: int = 1024) 
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-def frontier(run_dir: Path) -> list[dict[str, float]]:
+def frontier(run: Run) -> list[dict[str, float]]:
     """Per boost: validation and test NDCG@10, test cold and warm R@10 (seen items excluded as in the Run)."""
-    run = Run.load(run_dir)
     cold = torch.from_numpy(run.cold_items).float()
     shifts = {str(boost): boost * cold for boost in BOOSTS}
     valid, test = _ranks(run, run.valid, shifts), _ranks(run, run.test, shifts)
@@ -69,13 +69,13 @@ def frontier(run_dir: Path) -> list[dict[str, float]]:
     return rows
 
 
-def recall_among_cold(run_dir: Path) -> float:
+def recall_among_cold(run: Run) -> float:
     """Test R@10 of the cold targets when only cold items are ranked: how well a Run orders the cold items among
     themselves, whatever it thinks of them against warm ones."""
-    run = Run.load(run_dir)
     only_cold = torch.zeros(run.n_items).masked_fill(torch.from_numpy(~run.cold_items), float("-inf"))
     cold_cases = np.flatnonzero(run.cold_items[run.test.targets])
-    cases = SimpleNamespace(histories=[run.test.histories[i] for i in cold_cases], targets=run.test.targets[cold_cases])
+    cases = EvalCases([run.test.user_ids[i] for i in cold_cases], [run.test.histories[i] for i in cold_cases],
+                      run.test.targets[cold_cases])
     return float(np.mean(_ranks(run, cases, {"cold": only_cold})["cold"] <= 10))
 
 
@@ -118,21 +118,27 @@ def main() -> None:
     parser.add_argument("--variant", default="fused-id")
     args = parser.parse_args()
     runs = seed_dirs(args.report, args.variant)
-    per_seed = {run.name: frontier(run) for run in runs}
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    among_seeds: dict[str, list[float]] = {args.variant: []}
+    for run_dir in runs:
+        run = Run.load(run_dir)  # once per seed: an old-format Run reloads its Dataset and stores
+        per_seed[run_dir.name] = frontier(run)
+        among_seeds[args.variant].append(recall_among_cold(run))
+    knn_dirs = [run.parent.parent / "content-knn" / run.name for run in runs]
+    if all((d / "metrics.json").exists() for d in knn_dirs):
+        among_seeds["content-knn"] = [recall_among_cold(Run.load(d)) for d in knn_dirs]
     keys = [k for k in per_seed[runs[0].name][0] if k != "boost"]
     mean = [{"boost": b, **{k: float(np.mean([per_seed[s][i][k] for s in per_seed])) for k in keys}}
             for i, b in enumerate(BOOSTS)]
     choice = [max(rows, key=lambda r: r["valid_ndcg@10"])["boost"] for rows in per_seed.values()]
-    among = {variant: float(np.mean([recall_among_cold(run.parent.parent / variant / run.name) for run in runs]))
-             for variant in (args.variant, "content-knn")
-             if all((run.parent.parent / variant / run.name / "metrics.json").exists() for run in runs)}
+    among = {variant: float(np.mean(values)) for variant, values in among_seeds.items()}
     result = {"command": f"python bench/cold_frontier.py {args.report} --variant {args.variant}",
               "variant": args.variant, "seeds": list(per_seed), "per_seed": per_seed, "mean": mean,
               "validation_choice": choice, "content_knn_cold_recall@10": knn_cold_recall(args.report, list(per_seed)),
               "among_cold_recall@10": among}
-    (args.report / "cold_frontier.json").write_text(json.dumps(result, indent=2))
+    write_json(args.report / "cold_frontier.json", result)
     text = render(result)
-    (args.report / "cold_frontier.md").write_text(text)
+    write_text(args.report / "cold_frontier.md", text)
     print(text)
 
 
