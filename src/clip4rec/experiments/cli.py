@@ -35,7 +35,7 @@ def register_train(app: typer.Typer) -> None:
         store: list[str] = typer.Option([], "--store", help="embedding store from `clip4rec encode` (repeatable)"),
         modality: list[str] = typer.Option(
             [], "--modality", help="content modality, e.g. lite:image (repeatable)",
-            show_default="from the stores: text = llm_text if stored, else text; image = image; fused = both"),
+            show_default="from the stores: text = text (sentence encoder) if stored, else llm_text; image = image; fused = both"),
         backbone: Optional[str] = typer.Option(
             None, "--backbone", help=f"user tower: smollm2 (the config's llm_* settings) or {GRAMMAR}",
             show_default=_default(m.backbone)),

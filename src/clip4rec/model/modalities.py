@@ -2,8 +2,9 @@
 catalog's item order, and which modalities a variant reads when the user names none.
 
 Each variant has slots (text: one text slot; fused: an image slot and a text slot); each slot lists the
-modality names it accepts, best first. The text slot prefers the item-LLM's `llm_text` and falls back to the
-sentence encoder's `text`, so a store made by `clip4rec encode --encoder lite` alone trains every variant.
+modality names it accepts, best first. The text slot prefers the sentence encoder's `text` (MiniLM in `lite`) and
+falls back to the item-LLM's `llm_text`: on ML-100K validation the training-free content-knn ranks better on MiniLM
+text (NDCG@10 0.032) than on the SmolLM2 mean-pooled vector (0.020).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from clip4rec.encode.store import EmbeddingStore
 Content = dict[str, tuple[np.ndarray, np.ndarray]]
 
 IMAGE_SLOT = ("image",)
-TEXT_SLOT = ("llm_text", "text")
+TEXT_SLOT = ("text", "llm_text")
 SLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "text": (TEXT_SLOT,), "image": (IMAGE_SLOT,), "fused": (IMAGE_SLOT, TEXT_SLOT),
     "fused-id": (IMAGE_SLOT, TEXT_SLOT), "content-knn": (("text",),)}
@@ -33,8 +34,8 @@ class StoreDefault(list):
         self.slots = slots
 
 
-# Each reads as its first choices (["image", "llm_text"] for fused); load_modalities falls back per slot to what
-# the stores hold (text: llm_text, else the sentence encoder's text).
+# Each reads as its first choices (["image", "text"] for fused); load_modalities falls back per slot to what
+# the stores hold (text: the sentence encoder's text, else the item-LLM's llm_text).
 DEFAULT_MODALITIES = {variant: StoreDefault(slots) for variant, slots in SLOTS.items()}
 
 
