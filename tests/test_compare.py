@@ -5,6 +5,7 @@ One tiny grid (2 splits x 4 variants x 2 seeds, 2 epochs each) is trained once p
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -140,6 +141,19 @@ def test_changed_settings_do_not_reuse_finished_cells(grid):
     cfg = load_config(root / "tiny.yaml", {"train.max_epochs": 3})
     with pytest.raises(ValueError, match="another config"):
         compare(root / "ds", ["id"], 1, ["loo"], [root / "store"], cfg, root / "report", log=lambda m: None)
+
+
+def test_modalities_do_not_count_for_a_variant_that_reads_none(grid, monkeypatch, tmp_path):
+    root, _, _ = grid
+    import clip4rec.experiments.compare as compare_module
+    calls = []
+    monkeypatch.setattr(compare_module, "train_and_evaluate", lambda *a, **k: calls.append(a))
+    shutil.copytree(root / "report" / "runs", tmp_path / "report" / "runs")  # the grid's report stays as it is
+    cfg = load_config(root / "tiny.yaml", {"model.modalities": ["ring:image"]})
+    compare(root / "ds", ["id"], 1, ["loo"], [root / "store"], cfg, tmp_path / "report", log=lambda m: None)
+    assert calls == []  # the finished id cell is reused: it never read a modality
+    with pytest.raises(ValueError, match="another config"):  # text read ring:llm_text; now it would read image
+        compare(root / "ds", ["text"], 1, ["loo"], [root / "store"], cfg, tmp_path / "report", log=lambda m: None)
 
 
 # ---- paired tests on hand-made TREC files -----------------------------------------------------------

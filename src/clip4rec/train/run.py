@@ -17,7 +17,7 @@ from clip4rec.files import write_json
 from clip4rec.machine import machine_info, versions
 from clip4rec.model.artifact import CONFIG, SPLIT, Run
 from clip4rec.model.build import build_model, split_for
-from clip4rec.model.modalities import content_for
+from clip4rec.model.modalities import SLOTS, content_for
 from clip4rec.train.memory import PeakMemory
 from clip4rec.train.trainer import train_model
 
@@ -71,6 +71,15 @@ def _guard_same_run(run_dir: Path, config: Config, dataset: Dataset) -> None:
 def made_with(saved: dict[str, Any], config: Config, dataset: Dataset) -> bool:
     """Was a Run's config.json written for this config and dataset? Options added to Config since then
     read as their defaults, which are what the code did before the option existed."""
-    return (Config.model_validate(saved["config"]).model_dump() == config.model_dump()
-            and saved["dataset"] == str(dataset.root))
+    return _settings_that_count(Config.model_validate(saved["config"])) == _settings_that_count(config) \
+        and saved["dataset"] == str(dataset.root)
+
+
+def _settings_that_count(config: Config) -> dict[str, Any]:
+    """The config as a Run depends on it: a variant that reads no content (id, pop) is the same Run whichever
+    modalities the config names for the content variants, so an `id` cell is reused when only those change."""
+    settings = config.model_dump()
+    if config.model.variant not in SLOTS:
+        settings["model"]["modalities"] = []
+    return settings
 
