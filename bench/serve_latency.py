@@ -4,10 +4,11 @@ pretrained-LM user tower (SmolLM2, first N layers) cost a request next to the sc
 In one run, on one machine, with the same service code (clip4rec.serve):
   * an `id` Run and a `fused-id` Run (trained here, tiny, on the generated ring catalog, with the default
     scratch user-tower shape: hidden 64, 2 layers, window 50; or given with --run-id / --run-fused-id),
-  * the tower dimension (--towers): the same `fused-id` item side with the SmolLM2 tower (`smollm2`: first
-    --llm-layers pretrained layers, LoRA; `smollm2-bf16`: the same Run with the LM's matmuls in bfloat16),
-    measured request by request against the scratch `fused-id` Run and saved as ratios under
-    `towers.<tower>.<items>.{in_process,http}.{p50_ratio,p99_ratio}`,
+  * the tower dimension (--towers, backbone names as `clip4rec compare --backbones` reads them): the same
+    `fused-id` item side with a SmolLM2 tower (`smollm2-1L-lora`: the first pretrained layer with LoRA;
+    `...-bf16`: the same Run served with the LM's matmuls in bfloat16), measured request by request against
+    the scratch `fused-id` Run and saved as ratios under
+    `towers.<tower name>.<items>.{in_process,http}.{p50_ratio,p99_ratio}`,
   * their item tables scaled to 10^4, 10^5, 10^6 items (the trained table replicated, with noise),
   * (a) in-process `ServiceState.recommend` latency, the two variants interleaved request by request,
     with the user-tower / top-k split, and FAISS IVF (fused-id) with its recall@10 against exact;
@@ -44,35 +45,45 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))  # tests.support: the generated ring catalog
 
+from clip4rec.model.backbone import GRAMMAR, Backbone, parse_backbone, parse_backbones  # noqa: E402
 from clip4rec.serve.state import ServiceState  # noqa: E402
 
 VARIANTS = ("id", "fused-id")
-# The tower dimension: tower name -> (the Run it serves, the LM's compute dtype). Every tower reads the
-# fused-id item side and is compared with the scratch fused-id Run, request by request.
-TOWERS = {"smollm2": ("fused-id/smollm2", "float32"), "smollm2-bf16": ("fused-id/smollm2", "bfloat16")}
+# The tower dimension: LLM backbone names (model.backbone's grammar). Every tower reads the fused-id item side
+# and is compared with the scratch fused-id Run, request by request; `-bf16` serves its float32 twin's Run.
+DEFAULT_TOWERS = "smollm2-1L-lora,smollm2-1L-lora-bf16,smollm2-2L-lora"
 
 
 def tower_label(tower: str) -> str:
     return f"fused-id/{tower}"
 
 
+def tower_run(tower: str) -> str:
+    """The Run a tower serves: the same layers and training mode in float32 (bf16 is only how it computes)."""
+    b = parse_backbone(tower)
+    return tower_label(Backbone(b.kind, b.layers, b.train).name)
+
+
+def tower_dtype(tower: str) -> str:
+    return "bfloat16" if parse_backbone(tower).bf16 else "float32"
+
+
 # ---- the catalogs ------------------------------------------------------------------------------------------
-def train_runs(work: Path, epochs: int, towers: list[str], llm_layers: int) -> dict[str, Path]:
+def train_runs(work: Path, epochs: int, towers: list[str]) -> dict[str, Path]:
     from tests.support.toy import build_toy, toy_config
     from clip4rec.api import train  # train, then evaluate (metrics.json marks a finished Run)
     root = build_toy(work, n_items=1000, n_users=400, images=False, min_len=20, max_len=60)
     wanted = {v: (v, "scratch") for v in VARIANTS}
-    wanted.update({TOWERS[t][0]: ("fused-id", "smollm2") for t in towers})
+    wanted.update({tower_run(t): ("fused-id", tower_run(t).split("/")[1]) for t in towers})
     runs = {}
     for name, (variant, backbone) in wanted.items():
         out = work / name.replace("/", "-")
         if not (out / "metrics.json").exists():
             t0 = time.perf_counter()
             cfg = toy_config(variant, root / "store", epochs=epochs, hidden=64, max_len=50)
-            # The default tower shapes (toy_config's scratch tower has 1 layer): 2 scratch layers, or the first
-            # `llm_layers` SmolLM2 layers with LoRA, so the tower comparison is the one users would deploy.
+            # The default scratch shape (toy_config's has 1 layer): 2 layers, the one users would deploy.
             cfg.model.layers, cfg.model.heads = 2, 2
-            cfg.model.backbone, cfg.model.llm_layers = backbone, llm_layers
+            cfg.model = parse_backbone(backbone).apply(cfg.model)
             train(root / "ds", out, cfg, progress=False)
             print(f"  trained {name} in {time.perf_counter() - t0:.1f}s", flush=True)
         runs[name] = out
@@ -356,12 +367,13 @@ def tower_section(result: dict) -> list[str]:
                         f"{a['p50_ratio']:.2f} [{c50[0]:.2f}, {c50[1]:.2f}] | {a['p99_ratio']:.2f} [{c99[0]:.2f}, {c99[1]:.2f}] | "
                         + (f"{h['p50_ms']:.2f} | {h['p99_ms']:.2f} | {h['p50_ratio']:.2f} | {h['p99_ratio']:.2f} |"
                            if h else "- | - | - | - |"))
-    t = result.get("tower_settings", {})
     return ["## User tower: SmolLM2 vs scratch (fused-id, same item table)", "",
-            f"Ratios are tower / scratch, request by request on the same histories (in process: the models "
-            f"interleaved; HTTP: one server each, alternating rounds). `smollm2`: first {t.get('llm_layers')} "
-            f"layers of SmolLM2-135M, {t.get('llm_train')}, float32; `smollm2-bf16`: the same Run with the LM's "
-            "matmuls under bfloat16 autocast. Scratch: hidden 64, 2 layers. Latencies in milliseconds.", "",
+            "Ratios are tower / scratch, request by request on the same histories (in process: the models "
+            "interleaved; HTTP: one server each, alternating rounds). `smollm2-<N>L-<mode>`: the first N layers of "
+            "SmolLM2-135M, trained as said, float32; `-bf16`: the same Run with the LM's matmuls under bfloat16 "
+            "autocast. A user vector is the last layer's output at the last position only (`last_hidden`), so "
+            "with one layer the LM computes keys and values for the window and everything else for one position. "
+            "Scratch: hidden 64, 2 layers. Latencies in milliseconds.", "",
             *rows, ""]
 
 
@@ -469,10 +481,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None, help="where the tiny Runs are trained (default: a temp dir)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--quick", action="store_true", help="10^4 and 10^5 only, 500 requests")
-    p.add_argument("--towers", default="smollm2,smollm2-bf16",
-                   help=f"user towers measured against scratch on fused-id (of {', '.join(TOWERS)}; '' for none)")
-    p.add_argument("--llm-layers", type=int, default=2, help="SmolLM2 layers of the smollm2 towers")
-    p.add_argument("--run-smollm2", type=Path, help="a fused-id Run with the smollm2 backbone (else trained here)")
+    p.add_argument("--towers", default=DEFAULT_TOWERS,
+                   help=f"user towers measured against scratch on fused-id ({GRAMMAR}; '' for none)")
     p.add_argument("--render-only", action="store_true", help="rewrite serve_latency.md/png from serve_latency.json")
     p.add_argument("--_dtype", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_serve", type=Path, help=argparse.SUPPRESS)
@@ -487,30 +497,29 @@ def main() -> None:
         render(json.loads((args.out / "serve_latency.json").read_text()), args.out)
         print(f"wrote {args.out / 'serve_latency.md'} from {args.out / 'serve_latency.json'}")
         return
-    towers = [t for t in args.towers.split(",") if t]
-    unknown = set(towers) - set(TOWERS)
-    if unknown:
-        p.error(f"unknown tower(s) {sorted(unknown)}; choose from {list(TOWERS)}")
+    try:
+        towers = [b.name for b in parse_backbones(args.towers) if b.is_llm] if args.towers.strip() else []
+    except ValueError as exc:
+        p.error(str(exc))
     if args.quick:
         args.sizes, args.requests, args.http_requests = "10000,100000", 500, 500
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     work_dir = args.work or Path(tempfile.mkdtemp(prefix="clip4rec-serve-bench-"))
-    given = {"id": args.run_id, "fused-id": args.run_fused_id, "fused-id/smollm2": args.run_smollm2}
-    needed = set(VARIANTS) | {TOWERS[t][0] for t in towers}
-    if all(given[name] for name in needed):
+    given = {"id": args.run_id, "fused-id": args.run_fused_id}
+    needed = set(VARIANTS) | {tower_run(t) for t in towers}
+    if all(given.get(name) for name in needed):
         runs = {name: given[name] for name in needed}
     else:
         print(f"training tiny Runs ({', '.join(sorted(needed))}) under {work_dir}", flush=True)
-        runs = train_runs(work_dir, args.epochs, towers, args.llm_layers)
+        runs = train_runs(work_dir, args.epochs, towers)
     # label -> (Run, LM compute dtype): the two variants on the scratch tower, then each tower on fused-id
     models: dict[str, tuple[Path, str | None]] = {v: (runs[v], None) for v in VARIANTS}
-    models.update({tower_label(t): (runs[TOWERS[t][0]], TOWERS[t][1]) for t in towers})
+    models.update({tower_label(t): (runs[tower_run(t)], tower_dtype(t)) for t in towers})
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     result: dict = {"runs": {v: str(r) for v, r in runs.items()}, "concurrency": args.concurrency,
                     "server_threads": args.server_threads, "sizes": [], "towers": {t: {} for t in towers},
-                    "tower_settings": {"variant": "fused-id", "vs": "scratch", "llm_layers": args.llm_layers,
-                                       "llm_train": "lora", "scratch_layers": 2}}
+                    "tower_settings": {"variant": "fused-id", "vs": "scratch", "scratch_layers": 2}}
     for n in sizes:
         scale = 1 if n <= 100_000 else 5
         print(f"== {n:,} items", flush=True)
