@@ -40,7 +40,9 @@ def table(report_dirs: list[Path]) -> str:
                 vectors = " + ".join(report["item_vectors"].get(variant.partition("/")[0]) or []) or "learned IDs" \
                     if variant != "pop" else "training counts"
                 values = [cell((agg["metrics"].get(seg) or {}).get(metric)) for seg, metric, _ in COLUMNS]
-                lines.append(f"| {name} | {split} | {variant} | {vectors} | {seeds} | " + " | ".join(values) + " |")
+                row = f"| {name} | {split} | {variant} | {vectors} | {seeds} | " + " | ".join(values) + " |"
+                if row not in lines:  # two reports of one dataset share their baselines' cells: show them once
+                    lines.append(row)
         protocol = "seen items excluded" if report["base_config"]["eval"]["exclude_seen"] else "seen items ranked"
         notes.append(f"[{folder}/report.md]({folder}/report.md) ({protocol}; `{report['command']}`)")
     return "\n".join(lines + ["", "Mean over seeds ± half the 95% t-interval (one seed: its value). From: "
