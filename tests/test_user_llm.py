@@ -125,6 +125,28 @@ def test_training_moves_exactly_the_trainable_parameters(one_layer, mode):
         assert "llm.layers.0.mlp.down_proj.weight" in moved and "llm.embed_tokens.weight" not in moved
 
 
+def test_merged_lora_computes_the_same_user_vectors_without_adapters(one_layer):
+    from peft.tuners.lora import LoraLayer
+
+    t = tower(one_layer, "lora").eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a trained-looking B, so that merging has something to fold in
+        for layer in t.llm.layers:
+            for name in ("q_proj", "v_proj"):
+                b = lora_b(getattr(layer.self_attn, name))
+                b.copy_(0.05 * torch.randn(b.shape, generator=g))
+    inputs, mask = batch()
+    with torch.no_grad():
+        before_last, before_all = t.last_hidden(inputs, mask), t(inputs, mask)
+        t.merge_lora()
+        after_last, after_all = t.last_hidden(inputs, mask), t(inputs, mask)
+    assert not any(isinstance(m, LoraLayer) for m in t.modules())
+    assert type(t.llm.layers[0].self_attn.q_proj) is torch.nn.Linear
+    torch.testing.assert_close(after_last, before_last, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after_all[mask], before_all[mask], atol=1e-5, rtol=1e-5)
+    assert (before_last - tower(one_layer, "lora").eval().last_hidden(inputs, mask)).abs().max() > 1e-3  # B mattered
+
+
 def test_lora_starts_as_the_pretrained_layers(one_layer):
     """B is zero at init, so a LoRA tower computes exactly what the frozen one does with the same adapters."""
     x, mask = batch(1)
@@ -275,6 +297,24 @@ def test_saved_smollm2_run_reloads_to_identical_scores(smollm2_run):
     for row, user in enumerate(saved.test.user_ids):
         for item in saved.item_ids:
             assert np.float32(written[user, item]) == scores[row, index[item]].item(), (user, item)
+
+
+def test_the_served_tower_has_lora_folded_in_and_answers_as_the_run(smollm2_run):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from peft.tuners.lora import LoraLayer
+
+    from clip4rec.model.artifact import Run
+    from clip4rec.serve.state import ServiceState
+
+    run, _ = smollm2_run
+    state = ServiceState.from_run(run)
+    assert not any(isinstance(m, LoraLayer) for m in state.model.modules())
+    model = Run.load(run).model
+    with torch.no_grad():
+        for history in list(state.users.values())[:5]:
+            window = [state.lookup(i) for i in history][-state.max_len:]
+            expected = model.user_vectors([np.asarray(window, dtype=np.int64)], state.snapshot.table)[0]
+            torch.testing.assert_close(state.user_vector(window), expected, atol=1e-5, rtol=1e-5)
 
 
 def _blocked(*args, **kwargs):

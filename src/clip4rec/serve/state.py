@@ -146,6 +146,8 @@ class ServiceState:
         t0 = time.perf_counter()
         run = Run.load(run_dir)
         model, item_ids, table, config = run.model, run.item_ids, run.item_table, run.config
+        if hasattr(model.tower, "merge_lora"):  # an LLM tower: LoRA folded into its weights, fewer matmuls per request
+            model.tower.merge_lora()
         prebuilt, index_info = None, None
         if index in ("auto", "persisted"):
             from clip4rec.serve.index_store import load_persisted
