@@ -34,11 +34,25 @@ def test_tiny_and_huge_images_are_refused(tmp_path):
     Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")
     assert (tmp_path / "bomb.png").stat().st_size < 200_000
     arr, why = load_image(tmp_path / "bomb.png", PREP)
-    assert arr is None and why.startswith("too large")
+    assert arr is None and why == f"too large (12000x12000 > {PREP.max_pixels} pixels; decompression-bomb guard)"
     # our own limit is configurable and checked from the header
     Image.new("RGB", (100, 100), "red").save(tmp_path / "mid.png")
     arr, why = load_image(tmp_path / "mid.png", ImagePrep(size=(32, 32), max_pixels=5000))
     assert arr is None and why == "too large (100x100 > 5000 pixels; decompression-bomb guard)"
+
+
+def test_the_bomb_reason_does_not_depend_on_which_thread_decodes(tmp_path):
+    """Decode threads run side by side; the reason an image is refused must not depend on their timing (it did
+    while load_image swapped the process-wide warning filters)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")
+    Image.new("RGB", (64, 48), "blue").save(tmp_path / "ok.png")
+    paths = [tmp_path / ("bomb.png" if j % 2 else "ok.png") for j in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        reasons = list(pool.map(lambda path: load_image(path, PREP)[1], paths))
+    assert set(reasons[1::2]) == {f"too large (12000x12000 > {PREP.max_pixels} pixels; decompression-bomb guard)"}
+    assert set(reasons[0::2]) == {None}
 
 
 def test_modes_cmyk_alpha_palette(tmp_path):

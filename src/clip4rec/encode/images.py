@@ -5,7 +5,7 @@ already resized/cropped for the encoder, or ``(None, reason)`` where reason is a
 counts and lists (``missing``, ``empty file``, ``not an image``, ``truncated or corrupt``, ``too small``,
 ``too large``). Handled on the way: EXIF orientation, CMYK / palette / greyscale / 16-bit modes, transparency
 (composited on white), and a decompression-bomb guard (pixel count checked from the header before decoding,
-PIL's own DecompressionBomb warning/error turned into a reason).
+PIL's own DecompressionBombError turned into a reason).
 
 Everything here is picklable and torch-free so that decode workers (threads or processes) stay light.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,23 +109,25 @@ def load_image(path: str | os.PathLike[str] | None, prep: ImagePrep) -> tuple[np
     if size == 0:
         return None, "empty file"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
-                w, h = im.size
-                if w * h > prep.max_pixels:
-                    return None, f"too large ({w}x{h} > {prep.max_pixels} pixels; decompression-bomb guard)"
-                if min(w, h) < prep.min_side:
-                    return None, f"too small ({w}x{h})"
-                if im.format == "JPEG" and prep.mode == "squash":
-                    # decode a cheaper scaled JPEG when the source is much bigger than needed
-                    im.draft("RGB", (prep.size[1] * 2, prep.size[0] * 2))
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                im = to_rgb(im)
-                im = resize(im, prep)
-                arr = np.asarray(im, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # No warnings.catch_warnings here: it swaps the process-wide filters, so decode threads running side by
+        # side undo each other's "error" filter, and whether PIL's bomb warning or our own check refused an
+        # image depended on timing (a store's reasons then differed run to run). Our check below decides; PIL's
+        # hard stop (DecompressionBombError, above twice its limit) still raises in open().
+        with Image.open(p) as im:
+            w, h = im.size
+            if w * h > prep.max_pixels:
+                return None, f"too large ({w}x{h} > {prep.max_pixels} pixels; decompression-bomb guard)"
+            if min(w, h) < prep.min_side:
+                return None, f"too small ({w}x{h})"
+            if im.format == "JPEG" and prep.mode == "squash":
+                # decode a cheaper scaled JPEG when the source is much bigger than needed
+                im.draft("RGB", (prep.size[1] * 2, prep.size[0] * 2))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = to_rgb(im)
+            im = resize(im, prep)
+            arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as err:
         return None, f"too large (decompression-bomb guard: {err})"[:200]
     except UnidentifiedImageError:
         return None, "not an image"
