@@ -89,11 +89,11 @@ def test_python_api_default_falls_back_to_the_stored_text(ring, tmp_path):
     assert Run.load(tmp_path / "run").model.item_side.names == ["lite:text"]
 
 
-def test_default_prefers_llm_text_then_text(ring):
+def test_default_prefers_the_sentence_encoders_text_then_llm_text(ring):
     both = [str(ring / "store"), str(ring / "llm_store")]
-    assert default_modalities("text", both) == ["item-llm:llm_text"]
-    assert default_modalities("fused", both) == ["lite:image", "item-llm:llm_text"]
-    assert default_modalities("text", both[:1]) == ["lite:text"]
+    assert default_modalities("text", both) == ["lite:text"]
+    assert default_modalities("fused", both) == ["lite:image", "lite:text"]
+    assert default_modalities("text", both[1:]) == ["item-llm:llm_text"]  # no sentence-encoder text: the LLM's
     assert default_modalities("id", both) == []
 
 
