@@ -309,6 +309,8 @@ def test_the_served_tower_has_lora_folded_in_and_answers_as_the_run(smollm2_run)
     run, _ = smollm2_run
     state = ServiceState.from_run(run)
     assert not any(isinstance(m, LoraLayer) for m in state.model.modules())
+    assert state.model.tower.compute_dtype == "float32"  # as trained
+    assert ServiceState.from_run(run, llm_dtype="bfloat16").model.tower.compute_dtype == "bfloat16"
     model = Run.load(run).model
     with torch.no_grad():
         for history in list(state.users.values())[:5]:

@@ -168,6 +168,9 @@ class ServeConfig(Strict):
     max_batch: int = Field(16, ge=1)         # concurrent /recommend calls answered together
     threads: int = Field(1, ge=0)            # torch intra-op threads per request; 0: torch's default
     stores: list[str] = []                   # for /similar; empty: the stores the Run was trained on
+    # smollm2 towers: the LM's matmul dtype when serving; None: as trained. A Run trained with bf16 matmuls (faster
+    # to train) answers faster in float32 on a CPU, where autocast re-casts every weight for every request.
+    llm_dtype: Literal["float32", "bfloat16"] | None = None
     log_level: str = "info"
     limits: ServeLimits = ServeLimits()
 

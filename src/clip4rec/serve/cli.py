@@ -43,6 +43,9 @@ def serve_cmd(
                                                "share the cores (more only helps one huge catalog on an idle machine)"),
     max_body: Optional[int] = typer.Option(None, "--max-body-bytes", show_default=str(_S.limits.max_body_bytes),
                                            help="larger request bodies get 413"),
+    llm_dtype: Optional[str] = typer.Option(None, "--llm-dtype", show_default="as trained",
+                                            help="smollm2 towers: float32 | bfloat16 matmuls when serving (a "
+                                                 "bf16-trained Run answers faster in float32 on a CPU)"),
     log_level: Optional[str] = typer.Option(None, "--log-level", show_default=_S.log_level),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML config file (its serve section)"),
 ) -> None:
@@ -51,7 +54,7 @@ def serve_cmd(
 
     flags = {"host": host, "port": port, "index": index, "faiss_kind": faiss_kind, "nprobe": nprobe,
              "ef_search": ef_search, "max_batch": max_batch, "stores": [str(s) for s in store] or None,
-             "threads": threads, "log_level": log_level, "limits.max_body_bytes": max_body}
+             "threads": threads, "log_level": log_level, "limits.max_body_bytes": max_body, "llm_dtype": llm_dtype}
     settings = _settings(config, flags)
     state = _load_state(run, settings)
     h = state.health()
@@ -98,7 +101,7 @@ def _load_state(run: Path, settings: ServeConfig) -> Any:
     index, options = index_choice(settings, faiss_available())
     try:
         return ServiceState.from_run(run, stores=settings.stores, index=index, index_options=options,
-                                     limits=settings.limits)
+                                     limits=settings.limits, llm_dtype=settings.llm_dtype)
     except (FileNotFoundError, ValueError) as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(2)

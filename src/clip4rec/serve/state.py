@@ -138,16 +138,18 @@ class ServiceState:
     @classmethod
     def from_run(cls, run_dir: str | Path, *, stores: Sequence[str | Path] = (),
                  index: IndexChoice = "exact", index_options: dict[str, Any] | None = None,
-                 limits: ServeLimits | None = None) -> "ServiceState":
+                 limits: ServeLimits | None = None, llm_dtype: str | None = None) -> "ServiceState":
         """``index``: exact | faiss (built now, in memory) | persisted (the FAISS index `clip4rec index` saved
         beside the Run; ``index_options["kind"]`` picks one, else the newest) | auto (persisted if the Run has
-        one, else exact). A persisted index built from another item table is refused (StaleIndexError)."""
+        one, else exact). A persisted index built from another item table is refused (StaleIndexError).
+        ``llm_dtype``: an LLM tower's matmul dtype when serving (None: as trained)."""
         run_dir = Path(run_dir)
         t0 = time.perf_counter()
         run = Run.load(run_dir)
         model, item_ids, table, config = run.model, run.item_ids, run.item_table, run.config
         if hasattr(model.tower, "merge_lora"):  # an LLM tower: LoRA folded into its weights, fewer matmuls per request
             model.tower.merge_lora()
+            model.tower.compute_dtype = llm_dtype or model.tower.compute_dtype
         prebuilt, index_info = None, None
         if index in ("auto", "persisted"):
             from clip4rec.serve.index_store import load_persisted
