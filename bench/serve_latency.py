@@ -93,9 +93,7 @@ def train_runs(work: Path, epochs: int, towers: list[str]) -> dict[str, Path]:
 def scaled_state(run: str | Path, n: int, seed: int = 0, noise: float = 0.05, compute_dtype: str | None = None,
                  **options) -> ServiceState:
     """The Run's service with its item table replicated (plus Gaussian noise) to n rows."""
-    base = ServiceState.from_run(run)
-    if compute_dtype is not None:  # SmolLM2 tower only: the LM's matmuls in this dtype (weights unchanged)
-        base.model.tower.compute_dtype = compute_dtype
+    base = ServiceState.from_run(run, llm_dtype=compute_dtype)  # SmolLM2 towers: the LM's matmul dtype
     table = base.snapshot.table
     n0, hidden = table.shape
     if n <= n0:
