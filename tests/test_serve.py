@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from clip4rec.serve.app import create_app  # noqa: E402
 from clip4rec.config import EncodeConfig, EngineConfig, ServeLimits  # noqa: E402
 from clip4rec.serve.index import ExactIndex, FaissIndex, faiss_available  # noqa: E402
-from clip4rec.serve.state import ServeError, ServiceState  # noqa: E402
+from clip4rec.serve.state import Rows, ServeError, ServiceState  # noqa: E402
 from tests.support.recall import recall_vs_exact  # noqa: E402
 from tests.support.server import BackgroundServer  # noqa: E402
 from tests.support.toy import RingEncoder, build_toy, ring_vectors, train_toy_run  # noqa: E402
@@ -351,6 +351,21 @@ def test_publishing_while_serving_is_consistent(toy):
     assert not errors, errors[0]
     assert state.snapshot.n == N + 60 and state.snapshot.table.shape[0] == N + 60
     assert state.lookup("new59") == N + 59
+
+
+def test_rows_grow_and_replace_without_changing_views_handed_out():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(20, 6, generator=g)
+    rows = Rows(data)
+    first = rows.view()
+    assert torch.equal(first, data) and first.stride() == (1, 20)  # column-major: scoring reads columns
+    extra = torch.randn(30, 6, generator=g)
+    for row in extra:  # past the first capacity (20), the buffer is reallocated
+        grown = rows.append(row)
+    assert torch.equal(grown, torch.cat([data, extra])) and torch.equal(first, data)
+    replaced = rows.replace(3, torch.zeros(6))
+    assert torch.equal(replaced[3], torch.zeros(6)) and torch.equal(grown[3], data[3])
+    assert torch.allclose(torch.mv(replaced, extra[0]), replaced.contiguous() @ extra[0], atol=1e-5)
 
 
 def test_exact_index_excludes_and_matches_full_sort():
