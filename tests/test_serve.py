@@ -84,6 +84,25 @@ def test_published_item_is_recommended_to_a_user_full_of_its_content_neighbours(
     assert client.get("/items/brand-new").json()["published"] is True
 
 
+def test_a_history_that_holds_a_published_item_is_answered(toy):
+    """The content profile of a history is read from the served table, which holds published items too (it
+    read the trained items' content alone, and a history with a published item failed with an IndexError)."""
+    state = ServiceState.from_run(toy / "fused-id")
+    state.publish("fresh", ring_vectors(20.5, N))
+    history = ring_history(20, 4)
+    out = state.recommend(history + ["fresh"], k=5)
+    assert out["history_used"] == 5 and out["unknown_ids"] == []
+    window = [state.lookup(i) for i in history + ["fresh"]]
+    table = state.snapshot.table
+    with torch.no_grad():
+        user = state.model.user_vectors([np.asarray(window)], table)[0]
+        content = table[:, table.shape[1] - state.model.item_side.channel_dims:]
+        trained_only = state.model.user_vectors([np.asarray(window[:-1])], table)[0]
+    assert out["items"][0]["score"] == pytest.approx(float(torch.mv(table, user).masked_fill(
+        torch.isin(torch.arange(len(table)), torch.tensor(window)), float("-inf")).max()), rel=1e-5)
+    assert (user - trained_only).abs().max() > 1e-4 and content.shape[0] == N + 1  # the new item was read
+
+
 def test_publish_update_of_a_trained_fused_id_item_keeps_its_id_part(toy):
     state = ServiceState.from_run(toy / "fused-id")
     client = TestClient(create_app(state))

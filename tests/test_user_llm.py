@@ -147,6 +147,67 @@ def test_merged_lora_computes_the_same_user_vectors_without_adapters(one_layer):
     assert (before_last - tower(one_layer, "lora").eval().last_hidden(inputs, mask)).abs().max() > 1e-3  # B mattered
 
 
+def test_served_tower_reads_cached_keys_values_and_column_major_weights_to_the_same_vectors(one_layer, two_layers):
+    """for_serving (LoRA folded, weights stored column-major) and the per-item key/value cache change how a
+    one-layer tower computes, not what: same user vectors to float rounding. Deeper towers have no cache."""
+    t = tower(one_layer, "lora").eval()
+    with torch.no_grad():
+        lora_b(t.llm.layers[0].self_attn.v_proj).normal_(0, 0.05, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(6)
+    catalog = torch.randn(30, HIDDEN, generator=g)
+    items = torch.randint(0, 30, (4, 10), generator=g)
+    _, mask = batch()
+    inputs = catalog[items] * mask[..., None]
+    with torch.no_grad():
+        plain = t.last_hidden(inputs, mask)
+        t.for_serving()
+        assert t.llm.layers[0].mlp.down_proj.weight.stride() == (1, t.llm.layers[0].mlp.down_proj.out_features)
+        cache = t.item_keys_values(catalog, chunk=7)  # several chunks
+        kv = 2 * t.llm.layers[0].self_attn.k_proj.out_features
+        assert cache.shape == (30, kv)
+        cached = t.last_hidden(inputs, mask, keys_values=cache[items])
+        torch.testing.assert_close(t.last_hidden(inputs, mask), plain, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-5)
+        wrong = cache.clone()
+        wrong[items[0, 0]] += 1.0  # the cache is what is read: a changed row changes the first user's vector
+        assert (t.last_hidden(inputs, mask, keys_values=wrong[items])[0] - plain[0]).abs().max() > 1e-3
+    deep = tower(two_layers, "lora").eval()
+    assert deep.item_keys_values(catalog) is None
+    with pytest.raises(ValueError, match="one-layer"):
+        deep.last_hidden(inputs, mask, keys_values=cache[items])
+
+
+def test_a_published_item_enters_the_served_towers_cache(tmp_path):
+    """A fused-id Run with a one-layer SmolLM2 tower, served: the service's cached user vectors equal the
+    model's own (no cache) for histories that hold a published item, after it is added and after it changes."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from clip4rec.serve.state import ServiceState
+    from clip4rec.train.run import train
+    from tests.support.toy import build_toy, ring_vectors, toy_config
+
+    root = build_toy(tmp_path, n_items=24, n_users=60)
+    cfg = toy_config("fused-id", root / "store", epochs=1, hidden=HIDDEN)
+    cfg.model.backbone, cfg.model.llm_layers = "smollm2", 1
+    train(root / "ds", root / "run", cfg, progress=False)
+    state = ServiceState.from_run(root / "run")
+    assert state.snapshot.keys_values is not None and state.snapshot.keys_values.shape[0] == 24
+
+    def check(history: list[str]) -> None:
+        window = [state.lookup(i) for i in history]
+        with torch.no_grad():
+            plain = state.model.user_vectors([np.asarray(window, dtype=np.int64)], state.snapshot.table)[0]
+        torch.testing.assert_close(state.user_vector(window), plain, atol=1e-5, rtol=1e-5)
+
+    history = ["i3", "i4", "i5"]
+    state.publish("new", ring_vectors(4.5, 24))
+    assert state.snapshot.keys_values.shape[0] == 25
+    check(history + ["new"])
+    before = state.user_vector([state.lookup(i) for i in history + ["new"]])
+    state.publish("new", ring_vectors(15.0, 24))  # replaced: its cached row follows
+    check(history + ["new"])
+    assert (state.user_vector([state.lookup(i) for i in history + ["new"]]) - before).abs().max() > 1e-4
+
+
 def test_lora_starts_as_the_pretrained_layers(one_layer):
     """B is zero at init, so a LoRA tower computes exactly what the frozen one does with the same adapters."""
     x, mask = batch(1)

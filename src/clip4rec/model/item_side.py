@@ -129,10 +129,13 @@ class ContentIdItems(nn.Module):
             known = known & (torch.rand(len(known), device=known.device) >= self.id_dropout)
         return torch.cat([self._rows(known), self.content], dim=1)
 
-    def profile(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def profile(self, items: torch.Tensor, mask: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, channel_dims]: per modality, its knn_scale x the normalised sum of the history's content
-        vectors so far (causal), so that profile . c_i = sum_m knn_scale_m * cos_m / sqrt(M)."""
-        history = (F.embedding(items.clamp(min=0), self.content) * mask[..., None]).cumsum(dim=1)
+        vectors so far (causal), so that profile . c_i = sum_m knn_scale_m * cos_m / sqrt(M). `content`: the
+        content columns of the table being scored (default: the trained items'), which a service extends with
+        every item it publishes, so that a history may hold one."""
+        content = self.content if content is None else content
+        history = (F.embedding(items.clamp(min=0), content) * mask[..., None]).cumsum(dim=1)
         return normalised_blocks(history, self.dims, self.knn_scale)
 
     def vector_for(self, content: dict[str, np.ndarray], index: int | None = None) -> torch.Tensor:

@@ -40,7 +40,8 @@ class SequentialRecommender(nn.Module):
         items, mask, inputs = self._tower_inputs(items, mask, table, inputs_from)
         hidden = self.tower(inputs, mask)
         if getattr(self.item_side, "channel_dims", 0):
-            hidden = torch.cat([hidden, self.item_side.profile(items, mask)], dim=-1)
+            hidden = torch.cat([hidden, self.item_side.profile(items, mask, _content_columns(self.item_side, table))],
+                               dim=-1)
         return hidden
 
     def _tower_inputs(self, items: torch.Tensor, mask: torch.Tensor, table: torch.Tensor,
@@ -79,7 +80,10 @@ class SequentialRecommender(nn.Module):
         return F.cross_entropy(logits, wanted)
 
     @torch.inference_mode()
-    def user_vectors(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
+    def user_vectors(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None,
+                     keys_values: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, width] user vectors. `keys_values`: the tower's per-item cache for `table`'s rows
+        (tower_keys_values), which a tower that has one reads instead of recomputing it per request."""
         table = self.item_table() if table is None else table
         items, mask = pad_right(histories, self.max_len)
         last_hidden = getattr(self.tower, "last_hidden", None)
@@ -90,16 +94,35 @@ class SequentialRecommender(nn.Module):
         # A tower that can compute its output at the last position alone (SmolLM2: the last layer at one
         # position) does only that: a user vector is all serving and evaluation need.
         items, mask, inputs = self._tower_inputs(items, mask, table)
-        user = last_hidden(inputs, mask)
+        if keys_values is None:
+            user = last_hidden(inputs, mask)
+        else:
+            user = last_hidden(inputs, mask, keys_values=F.embedding(items.clamp(min=0), keys_values))
         if getattr(self.item_side, "channel_dims", 0):
             rows = torch.arange(len(items), device=items.device)
-            user = torch.cat([user, self.item_side.profile(items, mask)[rows, mask.sum(1) - 1]], dim=-1)
+            profile = self.item_side.profile(items, mask, _content_columns(self.item_side, table))
+            user = torch.cat([user, profile[rows, mask.sum(1) - 1]], dim=-1)
         return user
+
+    def tower_keys_values(self, table: torch.Tensor) -> torch.Tensor | None:
+        """[n, c] per-item cache of the tower for the rows of `table` (see SmolLMTower.item_keys_values), or None
+        for a tower without one. A row depends on that item's table row alone, so a published item's row is
+        this method applied to its table row."""
+        cache = getattr(self.tower, "item_keys_values", None)
+        if cache is None:
+            return None
+        return cache(table[:, : table.shape[1] - getattr(self.item_side, "channel_dims", 0)])
 
     @torch.inference_mode()
     def score(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
         table = self.item_table() if table is None else table
         return self.user_vectors(histories, table) @ table.T
+
+
+def _content_columns(item_side: nn.Module, table: torch.Tensor) -> torch.Tensor:
+    """The content block of a content item side's table (its last channel_dims columns): for trained items
+    the item side's own content, for items published since, theirs."""
+    return table[:, table.shape[1] - item_side.channel_dims:].detach()  # frozen content: no gradient to carry
 
 
 def _seen_so_far(items: torch.Tensor, mask: torch.Tensor, where: torch.Tensor, targets: torch.Tensor,

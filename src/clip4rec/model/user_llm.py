@@ -152,6 +152,38 @@ class SmolLMTower(nn.Module):
                     module.merge()
                     setattr(attn, name, module.get_base_layer())
 
+    def for_serving(self) -> None:
+        """Make the tower cheap to serve, with the function it computes unchanged (up to float rounding): LoRA
+        folded in (merge_lora), and every linear weight stored column-major (the same values, transposed
+        storage). A request is a batch of one or a few rows, so each projection is a matrix-vector product, and
+        over a row-major [out, in] weight MKL's transposed kernel ran ~2x slower on this project's CPU than over
+        the column-major copy (bench/serve_latency.py measures the tower). Irreversible, like merge_lora."""
+        self.merge_lora()
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.weight = nn.Parameter(module.weight.detach().t().contiguous().t(), requires_grad=False)
+
+    @torch.inference_mode()
+    def item_keys_values(self, inputs: torch.Tensor, chunk: int = 16384) -> torch.Tensor | None:
+        """[n, 2 * kv width]: for each item vector, the first layer's keys and values before the rotary
+        position is applied; None unless the LM has one layer.
+
+        In a one-layer tower they depend on the item alone: the layer reads adapter_in(item vector) through a
+        norm and two projections, and the position enters only afterwards, by rotation. A service computes them
+        once per catalog item (`last_hidden(..., keys_values=...)` then reads them for a request's history),
+        so a request computes the attention, MLP and adapters at one position. Computed in chunks, so the
+        [chunk, LM width] intermediate, not the catalog's, bounds the memory."""
+        if len(self.llm.layers) != 1:
+            return None
+        layer = self.llm.layers[0]
+        attn = layer.self_attn
+        parts = []
+        for start in range(0, len(inputs), chunk):
+            with self._compute(inputs.device):
+                normed = layer.input_layernorm(self.adapter_in(inputs[start: start + chunk]))
+                parts.append(torch.cat([attn.k_proj(normed), attn.v_proj(normed)], dim=-1).float())
+        return torch.cat(parts) if parts else inputs.new_zeros((0, 2 * attn.k_proj.out_features))
+
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if inputs.shape[1] > self.max_len:
             raise ValueError(f"sequence length {inputs.shape[1]} exceeds max_len {self.max_len}")
@@ -164,13 +196,17 @@ class SmolLMTower(nn.Module):
             out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return self.adapter_out(out.float())
 
-    def last_hidden(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def last_hidden(self, inputs: torch.Tensor, mask: torch.Tensor,
+                    keys_values: torch.Tensor | None = None) -> torch.Tensor:
         """forward(inputs, mask)[row, last real position of row], [B, H], computed without the rest.
 
         A user vector is the output at the last real position only. Every layer but the last still needs all
         positions (they are the last layer's keys and values), but the last layer needs keys and values of all
         positions and queries, attention output and MLP at one position per row: with 1-2 layers that is most
         of the work of a request. Same numbers as forward() up to float rounding (tests/test_user_llm.py).
+
+        `keys_values` [B, L, 2 * kv width] (a one-layer LM only): each position's item_keys_values row, read
+        from a per-item cache instead of computed from `inputs`, of which only the last position is then read.
         """
         if inputs.shape[1] > self.max_len:
             raise ValueError(f"sequence length {inputs.shape[1]} exceeds max_len {self.max_len}")
@@ -178,9 +214,22 @@ class SmolLMTower(nn.Module):
         last = torch.where(mask, positions, 0).max(1).values  # = mask.sum(1) - 1 when right-padded
         if not is_right_padded(mask):  # the shortcut relies on right padding; anything else takes the full path
             return self.forward(inputs, mask)[torch.arange(len(last), device=last.device), last]
-        embeds = self.adapter_in(inputs)
-        with self._compute(embeds.device):
-            out = self._llm_at(embeds, last)
+        if keys_values is not None and len(self.llm.layers) != 1:
+            raise ValueError(f"cached keys and values need a one-layer LM; this one has {len(self.llm.layers)}")
+        rows = torch.arange(len(last), device=last.device)
+        position_ids = positions[None]
+        if keys_values is not None:
+            x_last = self.adapter_in(inputs[rows, last])
+            with self._compute(x_last.device):
+                out = self._last_layer(x_last, last, position_ids, keys_values=keys_values)
+            return self.adapter_out(out.float())
+        x = self.adapter_in(inputs)
+        with self._compute(x.device):
+            if len(self.llm.layers) > 1:
+                cos_sin = self.llm.rotary_emb(x, position_ids=position_ids)
+                for layer in self.llm.layers[:-1]:
+                    x = layer(x, attention_mask=None, position_ids=position_ids, position_embeddings=cos_sin)
+            out = self._last_layer(x[rows, last], last, position_ids, hidden=x)
         return self.adapter_out(out.float())
 
     def _compute(self, device: torch.device):
@@ -188,30 +237,35 @@ class SmolLMTower(nn.Module):
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _llm_at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """The LM's final hidden state at position last[b] of each row b (right-padded, causal)."""
+    def _last_layer(self, x_last: torch.Tensor, last: torch.Tensor, position_ids: torch.Tensor,
+                    hidden: torch.Tensor | None = None, keys_values: torch.Tensor | None = None) -> torch.Tensor:
+        """The LM's final hidden state at position last[b] of each row b (right-padded, causal), from the last
+        layer's input at that position (`x_last` [B, W]) and, for keys and values, either that layer's input at
+        every position (`hidden` [B, L, W]) or their cached projections (`keys_values`)."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-        llm = self.llm
-        b, length, _ = x.shape
-        position_ids = torch.arange(length, device=x.device)[None]
-        cos, sin = llm.rotary_emb(x, position_ids=position_ids)
-        for layer in llm.layers[:-1]:
-            x = layer(x, attention_mask=None, position_ids=position_ids, position_embeddings=(cos, sin))
-        layer = llm.layers[-1]
+        layer = self.llm.layers[-1]
         attn = layer.self_attn
-        rows = torch.arange(b, device=x.device)
-        normed = layer.input_layernorm(x)
-        k = attn.k_proj(normed).view(b, length, -1, attn.head_dim).transpose(1, 2)
-        v = attn.v_proj(normed).view(b, length, -1, attn.head_dim).transpose(1, 2)
+        b = len(last)
+        if keys_values is None:
+            normed = layer.input_layernorm(hidden)
+            k, v = attn.k_proj(normed), attn.v_proj(normed)
+            q_in = normed[torch.arange(b, device=last.device), last]
+        else:
+            k, v = keys_values.split(keys_values.shape[-1] // 2, dim=-1)
+            q_in = layer.input_layernorm(x_last)
+        length = k.shape[1]
+        k = k.view(b, length, -1, attn.head_dim).transpose(1, 2)
+        v = v.view(b, length, -1, attn.head_dim).transpose(1, 2)
+        cos, sin = self.llm.rotary_emb(x_last, position_ids=position_ids)  # float32, as the residual stream
         k, _ = apply_rotary_pos_emb(k, k, cos, sin)
-        q = attn.q_proj(normed[rows, last][:, None]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+        q = attn.q_proj(q_in[:, None]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
         q, _ = apply_rotary_pos_emb(q, q, cos[0, last][:, None], sin[0, last][:, None])
         # The causal row of position last[b]: keys 0..last[b] (with right padding, all of them real).
-        keys = (torch.arange(length, device=x.device)[None, :] <= last[:, None])[:, None, None, :]
+        keys = (torch.arange(length, device=last.device)[None, :] <= last[:, None])[:, None, None, :]
         groups = attn.num_key_value_groups
-        y = F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups).to(q.dtype), attn_mask=keys,
-                                           scale=attn.scaling)
-        h = x[rows, last][:, None] + attn.o_proj(y.transpose(1, 2).reshape(b, 1, -1))
+        y = F.scaled_dot_product_attention(q, repeat_kv(k, groups).to(q.dtype), repeat_kv(v, groups).to(q.dtype),
+                                           attn_mask=keys, scale=attn.scaling)
+        h = x_last[:, None] + attn.o_proj(y.transpose(1, 2).reshape(b, 1, -1))
         h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return llm.norm(h)[:, 0]
+        return self.llm.norm(h)[:, 0]

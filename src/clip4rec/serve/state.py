@@ -44,35 +44,42 @@ class ServeError(Exception):
 class Rows:
     """A [n, d] float32 tensor that grows by appending; views handed out earlier never change.
 
-    Stored column-major (a contiguous [d, capacity] buffer; `view()` is its transpose): table @ user vector then
-    streams each column once with vector adds, which on this project's CPUs ran 2.7-3.7x faster at 10^5 rows than
-    the row-by-row dot products of a row-major table (MKL's transposed gemv; bench/serve_latency.py). Row reads
-    (a history's inputs, one item's vector) gather d strided values, which a request does only ~50 times.
+    A table that is scored (table @ user vector) is stored column-major (a contiguous [d, capacity] buffer;
+    `view()` is its transpose): the product then streams each column once with vector adds, which on this
+    project's CPUs ran 2-3x faster than the row-by-row dot products over a row-major table (MKL's transposed
+    gemv; bench/table_layout.py). Row reads (a history's ~50 inputs, one item's vector) gather d strided values.
+    `column_major=False` keeps rows contiguous, for a table that is only read by rows (the tower's cache).
     """
 
-    def __init__(self, data: torch.Tensor):
+    def __init__(self, data: torch.Tensor, column_major: bool = True):
         data = data.detach().to(torch.float32)
-        self.n = int(data.shape[0])
-        self._buffer = data.t().contiguous()  # [d, n]
+        self.n, self.column_major = int(data.shape[0]), column_major
+        self._buffer = data.t().contiguous() if column_major else data.contiguous()  # [d, n] or [n, d]
         self._lock = threading.Lock()
 
+    def _rows_of(self, buffer: torch.Tensor) -> torch.Tensor:
+        """The buffer as [capacity, d] (a view)."""
+        return buffer.t() if self.column_major else buffer
+
     def view(self) -> torch.Tensor:
-        return self._buffer[:, : self.n].t()
+        return self._rows_of(self._buffer)[: self.n]
 
     def append(self, row: torch.Tensor) -> torch.Tensor:
         with self._lock:
-            if self.n == self._buffer.shape[1]:
-                bigger = torch.empty((self._buffer.shape[0], max(16, 2 * self.n)), dtype=torch.float32)
-                bigger[:, : self.n] = self._buffer[:, : self.n]
-                self._buffer = bigger
-            self._buffer[:, self.n] = row
+            rows = self._rows_of(self._buffer)
+            if self.n == rows.shape[0]:
+                shape = (rows.shape[1], max(16, 2 * self.n))
+                bigger = torch.empty(shape if self.column_major else shape[::-1], dtype=torch.float32)
+                self._rows_of(bigger)[: self.n] = rows[: self.n]
+                self._buffer, rows = bigger, self._rows_of(bigger)
+            rows[self.n] = row
             self.n += 1
             return self.view()
 
     def replace(self, i: int, row: torch.Tensor) -> torch.Tensor:
         with self._lock:
             fresh = self._buffer.clone()  # copy-on-write: readers of the old view keep a consistent table
-            fresh[:, i] = row
+            self._rows_of(fresh)[i] = row
             self._buffer = fresh
             return self.view()
 
@@ -84,6 +91,7 @@ class Snapshot:
     index: ExactIndex | FaissIndex         # exact over `table`, or FAISS over the first `ann_n` rows
     ann_n: int = 0
     stale: frozenset[int] = frozenset()    # rows < ann_n whose vector changed after the FAISS build
+    keys_values: torch.Tensor | None = None  # [n, c] the user tower's per-item cache (tower_keys_values), if any
 
 
 @dataclass
@@ -131,6 +139,11 @@ class ServiceState:
         self.index_kind: IndexKind = index
         self.index_options = dict(index_options or {})
         self._rows = Rows(table)
+        # A tower with a per-item cache (a one-layer SmolLM2: its keys and values) computes it once here, and
+        # for each published item as it is published; a request then reads it for its history.
+        keys_values = getattr(self.model, "tower_keys_values", None)
+        cache = None if keys_values is None else keys_values(self._rows.view())
+        self._cache = None if cache is None else Rows(cache, column_major=False)
         self._write = threading.Lock()
         if prebuilt is not None:  # e.g. loaded from RUN/index/ (see index_store.py)
             if prebuilt.n != self.n_base:
@@ -138,7 +151,8 @@ class ServiceState:
             self.index_kind = "faiss"
         built = prebuilt if prebuilt is not None else build_index(self._rows.view(), index, **self.index_options)
         self.snapshot = Snapshot(self.n_base, self._rows.view(), built,
-                                 ann_n=self.n_base if isinstance(built, FaissIndex) else 0)
+                                 ann_n=self.n_base if isinstance(built, FaissIndex) else 0,
+                                 keys_values=None if self._cache is None else self._cache.view())
 
     # ---- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -153,8 +167,8 @@ class ServiceState:
         t0 = time.perf_counter()
         run = Run.load(run_dir)
         model, item_ids, table, config = run.model, run.item_ids, run.item_table, run.config
-        if hasattr(model.tower, "merge_lora"):  # an LLM tower: LoRA folded into its weights, fewer matmuls per request
-            model.tower.merge_lora()
+        if hasattr(model.tower, "for_serving"):  # an LLM tower: LoRA folded in, weights laid out for one-row requests
+            model.tower.for_serving()
             model.tower.compute_dtype = llm_dtype or model.tower.compute_dtype
         prebuilt, index_info = None, None
         if index in ("auto", "persisted"):
@@ -262,7 +276,8 @@ class ServiceState:
                 pending.append((j, window, known, k, exclude_seen))
         if not pending:
             return outs
-        users = self.model.user_vectors([np.asarray(w, dtype=np.int64) for _, w, _, _, _ in pending], snap.table)
+        users = self.model.user_vectors([np.asarray(w, dtype=np.int64) for _, w, _, _, _ in pending], snap.table,
+                                        snap.keys_values)
         if isinstance(snap.index, FaissIndex):
             results = [self.search(users[b], k, sorted(set(known)) if ex else [], snap)
                        for b, (_, _, known, k, ex) in enumerate(pending)]
@@ -287,7 +302,7 @@ class ServiceState:
 
     def user_vector(self, window: Sequence[int], snap: Snapshot | None = None) -> torch.Tensor:
         snap = snap or self.snapshot
-        return self.model.user_vectors([np.asarray(window, dtype=np.int64)], snap.table)[0]
+        return self.model.user_vectors([np.asarray(window, dtype=np.int64)], snap.table, snap.keys_values)[0]
 
     def search(self, query: torch.Tensor, k: int, exclude: Sequence[int] = (),
                snap: Snapshot | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -358,6 +373,7 @@ class ServiceState:
             # A trained item keeps its learned ID part; a new one is scored through its content alone.
             trained = existing if existing is not None and existing < self.n_base else None
             vector = self.model.item_side.vector_for(content, index=trained).to(torch.float32)
+            cache_row = None if self._cache is None else self.model.tower_keys_values(vector[None])[0]
             if existing is None:
                 i = snap.n
                 self.item_ids.append(item_id)
@@ -365,17 +381,19 @@ class ServiceState:
                 self.images.append(None)
                 self.index_of[item_id] = i
                 table = self._rows.append(vector)
+                cache = None if cache_row is None else self._cache.append(cache_row)
                 stale = snap.stale
             else:
                 i = existing
                 if title is not None:
                     self.titles[i] = title
                 table = self._rows.replace(i, vector)
+                cache = None if cache_row is None else self._cache.replace(i, cache_row)
                 stale = snap.stale | {i} if i < snap.ann_n else snap.stale
             index = snap.index if isinstance(snap.index, FaissIndex) else ExactIndex(table)
             self.published[item_id] = time.time()
             self._publish_similar(item_id, vectors)
-            self.snapshot = Snapshot(int(table.shape[0]), table, index, snap.ann_n, stale)
+            self.snapshot = Snapshot(int(table.shape[0]), table, index, snap.ann_n, stale, cache)
         return {"item_id": item_id, "created": existing is None, "row": i, "modalities_used": sorted(content),
                 "ignored": ignored, "items": self.snapshot.n}
 
