@@ -369,8 +369,10 @@ def tower_section(result: dict) -> list[str]:
             "Ratios are tower / scratch, request by request on the same histories (in process: the models "
             "interleaved; HTTP: one server each, alternating rounds). `smollm2-<N>L-<mode>`: the first N layers of "
             "SmolLM2-135M, trained as said, float32; `-bf16`: the same Run with the LM's matmuls under bfloat16 "
-            "autocast. A user vector is the last layer's output at the last position only (`last_hidden`), so "
-            "with one layer the LM computes keys and values for the window and everything else for one position. "
+            "autocast. As `serve` loads them: LoRA folded in and weights stored column-major (`for_serving`). A "
+            "user vector is the last layer's output at the last position only (`last_hidden`); a one-layer LM "
+            "reads the window's keys and values from a per-item cache the service computes at load (and at "
+            "publish), and computes everything else for one position. "
             "Scratch: hidden 64, 2 layers. Latencies in milliseconds.", "",
             *rows, ""]
 
