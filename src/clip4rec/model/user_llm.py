@@ -13,8 +13,10 @@ no KV cache (nothing is generated) and no 4-D padding mask when the batch is rig
 already keeps every real position off the padding to its right) gain a few % of a step. The large levers
 change the model or its arithmetic: fewer layers (cost is linear in them), `compute_dtype="bfloat16"` (the
 LM's matmuls under autocast, 1.3-2x per epoch on an AVX512-BF16 CPU; adapters, loss and the weights stay
-float32), and, for a user vector, `last_hidden` (the last layer at one position). bench/backbones.py and
-bench/serve_latency.py measure them.
+float32), and, for a user vector, `last_hidden` (the last layer at one position). Serving adds two more
+(`for_serving`, `item_keys_values`): weights stored column-major for one-row products, and, in a one-layer
+tower, each item's keys and values computed once per item instead of once per request. bench/backbones.py
+and bench/serve_latency.py measure them.
 """
 
 from __future__ import annotations
