@@ -26,7 +26,7 @@ from clip4rec.config import Config
 from clip4rec.evaluate.significance import t_interval
 from clip4rec.experiments import plots, towers
 from clip4rec.experiments.arms import Arm, cell_dir, grid_arms, paired_tests
-from clip4rec.experiments.pipeline import train_and_evaluate
+from clip4rec.experiments.pipeline import fit_content_weight_of_finished, train_and_evaluate
 from clip4rec.experiments.report import PROTOCOL_METRICS, SEGMENTS, TRAINING_FIELDS, render_markdown
 from clip4rec.files import write_json, write_text
 from clip4rec.machine import versions
@@ -96,6 +96,7 @@ def run_cell(dataset: Any, run_dir: Path, config: Config, progress: bool) -> tup
         if not made_with(json.loads((run_dir / "config.json").read_text()), config, dataset):
             raise ValueError(f"{run_dir} holds a finished run with another config or dataset; "
                              "use a new --out or the settings it was made with")
+        fit_content_weight_of_finished(run_dir, progress=progress)  # a Run trained before that step existed
         return json.loads(done.read_text()), False
     train_and_evaluate(dataset, run_dir, config, progress=progress)
     # Read back what was written, so fresh and reused cells go through the same (JSON-clean) numbers.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from clip4rec.config import Config
 from clip4rec.data.dataset import Dataset
 from clip4rec.evaluate.evaluator import evaluate
+from clip4rec.files import write_json
+from clip4rec.model.artifact import Run
+from clip4rec.train.calibrate import fit_content_weight
 from clip4rec.train.run import train
 
 
@@ -16,3 +20,26 @@ def train_and_evaluate(dataset: Dataset | str | Path, out: str | Path, config: C
     """Train a Run into `out` and evaluate it (full ranking); returns the metrics dict (also in out/metrics.json).
     The Run is evaluated as training left it in memory (on the training device), as it was saved."""
     return evaluate(train(dataset, out, config, progress=progress), progress=progress)
+
+
+def fit_content_weight_of_finished(run_dir: str | Path, progress: bool = False) -> bool:
+    """A finished Run trained before training fitted the content weight (train.calibrate): fit it now, as
+    training does last, save the Run and evaluate it again. True if the Run changed. Safe to repeat after an
+    interruption: the weight is set, not multiplied, and training.json records the fit only once the new
+    metrics.json is written."""
+    run_dir = Path(run_dir)
+    training_path = run_dir / "training.json"
+    training = json.loads(training_path.read_text()) if training_path.exists() else {}
+    if "content_weight" in training:
+        return False
+    run = Run.load(run_dir)
+    ev = run.config.eval
+    record = fit_content_weight(run.model, run.valid, ev.exclude_seen, ev.batch_size)
+    training["content_weight"] = record
+    if record is not None:
+        run.save(run_dir)
+        metrics = evaluate(run, progress=progress)
+    write_json(training_path, training)  # last: from here on the Run counts as fitted
+    if record is not None:
+        write_json(run_dir / "metrics.json", {**metrics, "training": training})
+    return record is not None

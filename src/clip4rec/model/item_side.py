@@ -82,6 +82,7 @@ class ContentIdItems(nn.Module):
         # lr per step, so a large start (5) took tens of epochs to undo where content helps little (ML-100K
         # cold split, seed 0, fused-id on MiniLM text: validation NDCG@10 0.121 from 1.0, 0.104 from 5).
         self.knn_scale = nn.Parameter(torch.full((len(self.dims),), float(knn_scale)))
+        self._add_content_weight()
         if use_ids:
             # ID rows start at the item's mapped content (PCA init): an item starts where its content puts it.
             self.ids = nn.Embedding(len(train_counts), hidden)
@@ -104,9 +105,16 @@ class ContentIdItems(nn.Module):
         self.register_buffer("seen", torch.zeros(n_items, dtype=torch.bool))
         self.mapper = nn.Linear(self.channel_dims, hidden)
         self.knn_scale = nn.Parameter(torch.zeros(len(dims)))
+        self._add_content_weight()
         if use_ids:
             self.ids = nn.Embedding(n_items, hidden)
         return self
+
+    def _add_content_weight(self) -> None:
+        # A multiple of the learned knn scales, fitted on validation after training (train.calibrate), not by
+        # the loss. A Run saved before it existed loads with 1, which is what it computed.
+        self.register_buffer("content_weight", torch.ones(()))
+        self.register_load_state_dict_pre_hook(_default_content_weight)
 
     def _content_block(self, vectors: np.ndarray, mask: np.ndarray, i: int) -> np.ndarray:
         """Modality i's rows: centred, projected on its principal directions, L2-normalised, / sqrt(M)."""
@@ -136,7 +144,7 @@ class ContentIdItems(nn.Module):
         every item it publishes, so that a history may hold one."""
         content = self.content if content is None else content
         history = (F.embedding(items.clamp(min=0), content) * mask[..., None]).cumsum(dim=1)
-        return normalised_blocks(history, self.dims, self.knn_scale)
+        return normalised_blocks(history, self.dims, self.knn_scale * self.content_weight)
 
     def vector_for(self, content: dict[str, np.ndarray], index: int | None = None) -> torch.Tensor:
         """Scoring-table row of a new item from raw encoder vectors by modality name (missing: zero). For a
@@ -151,6 +159,11 @@ class ContentIdItems(nn.Module):
         with torch.no_grad():
             known = self.use_ids and index is not None and bool(self.seen[index])
             return torch.cat([self.ids.weight[index] if known else self.mapper(c), c])
+
+
+def _default_content_weight(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """Load-time hook: a state dict saved before content_weight existed gets 1 (what that model computed)."""
+    state_dict.setdefault(prefix + "content_weight", torch.ones(()))
 
 
 def principal_directions(centred: np.ndarray, k: int) -> np.ndarray:

@@ -51,7 +51,8 @@ def train(dataset: Dataset | str | Path, out: str | Path, config: Config | None 
                 "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
                 "train_seconds": result.train_seconds, "stopped_by": result.stopped_by, "parameters": n_params,
                 "parameters_trainable": n_trainable, "peak_memory": peak.result(),
-                "machine": machine_info(config.train.device), "history": result.history}
+                "machine": machine_info(config.train.device), "history": result.history,
+                "content_weight": result.content_weight}
     write_json(run_dir / "training.json", training)
     run = Run.from_training(record, dataset, split, model)
     run.save(run_dir)

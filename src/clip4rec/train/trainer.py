@@ -22,6 +22,7 @@ from clip4rec.model.artifact import WEIGHTS as BEST_WEIGHTS
 from clip4rec.model.build import seed_everything
 from clip4rec.model.recommender import SequentialRecommender, pad_right
 from clip4rec.ranking import case_metrics, rank_cases
+from clip4rec.train.calibrate import fit_content_weight
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -103,6 +104,7 @@ class TrainResult:
     train_seconds: float
     stopped_by: str
     history: list[dict[str, Any]]
+    content_weight: dict[str, Any] | None = None  # train.calibrate.fit_content_weight's record
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,10 +202,13 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
             stopped_by = "early_stopping"
     from safetensors.torch import load_file
     model.load_state_dict(load_file(run_dir / BEST_WEIGHTS))
+    content_weight = fit_content_weight(model, split.valid, config.eval.exclude_seen, config.eval.batch_size)
+    if content_weight is not None:
+        _atomic_save_weights(model, run_dir / BEST_WEIGHTS)
     epochs = len(state["history"])
     per_epoch = float(np.mean([h["epoch_s"] for h in state["history"]])) if epochs else 0.0
     return TrainResult(state["best_epoch"], state["best"], epochs, per_epoch, state["train_seconds"],
-                       stopped_by, state["history"])
+                       stopped_by, state["history"], content_weight)
 
 
 def _fit_training_free(model: SequentialRecommender, split: Split, config: Config, run_dir: Path) -> TrainResult:

@@ -1,0 +1,55 @@
+"""After training: the weight of a content model's training-free term, fitted on validation.
+
+A content item side scores u . r_i + sum_m a_m cos(profile_u,m, c_i,m) (model.item_side.ContentIdItems). The
+scales a_m are learned by the full-softmax loss, where the popular items' many targets dominate. Ranked on
+validation, a larger content weight was often better: on Amazon Beauty (leave-one-out, 3 seeds, runs capped at
+18 minutes) validation NDCG@10 rose at 2-3x the learned scale, with test NDCG@10 +2-3.5% and tail R@10 +9-18%,
+while on ML-100K validation kept the learned scale on 7 of 10 Runs. So after training, each Run tries a few
+multiples of its learned scales and keeps the one with the best validation NDCG@10 (the learned one on ties),
+as the item side's `content_weight`: the saved model, its evaluation and serving all use it, at no cost per
+request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from clip4rec.data.splits import EvalCases
+from clip4rec.model.recommender import SequentialRecommender
+from clip4rec.ranking import case_metrics, target_ranks
+
+CONTENT_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+def fit_content_weight(model: SequentialRecommender, cases: EvalCases, exclude_seen: bool,
+                       batch_size: int = 1024, weights: tuple[float, ...] = CONTENT_WEIGHTS) -> dict[str, Any] | None:
+    """Set the model's content weight (item_side.content_weight, a multiple of its learned knn scales) to the
+    entry of `weights` with the best NDCG@10 on `cases` (validation); the learned scales (1) win ties. Sets,
+    never multiplies, so fitting twice gives the same model. Returns what was tried and chosen, or None for a
+    model without a content term."""
+    side = model.item_side
+    if getattr(side, "content_weight", None) is None or not len(cases.targets):
+        return None
+    model.eval()
+    channel = side.channel_dims
+    ranks: dict[float, list[np.ndarray]] = {w: [] for w in weights}
+    with torch.inference_mode():
+        side.content_weight.fill_(1.0)
+        table = model.item_table()
+        for start in range(0, len(cases.targets), batch_size):
+            histories = cases.histories[start:start + batch_size]
+            targets = cases.targets[start:start + batch_size]
+            users = model.user_vectors(histories, table)  # the tower runs once; each weight rescales one term
+            learned = users[:, :-channel] @ table[:, :-channel].T
+            content = users[:, -channel:] @ table[:, -channel:].T
+            for w in weights:
+                ranks[w].append(target_ranks(learned + w * content, targets,
+                                             histories if exclude_seen else None).numpy())
+        ndcg = {w: float(case_metrics(np.concatenate(ranks[w]), ks=(10,))["ndcg@10"].mean()) for w in weights}
+        chosen = max(weights, key=lambda w: (ndcg[w], w == 1.0))
+        side.content_weight.fill_(chosen)
+    return {"weights": list(weights), "valid_ndcg@10": [ndcg[w] for w in weights], "chosen": chosen,
+            "knn_scale": [float(v) for v in side.knn_scale.detach().cpu()]}
