@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from clip4rec.evaluate.evaluator import evaluate
 from clip4rec.experiments.pipeline import fit_content_weight_of_finished
 from clip4rec.model.artifact import Run
-from clip4rec.train.calibrate import CONTENT_WEIGHTS, fit_content_weight
+from clip4rec.train.calibrate import CONTENT_WEIGHTS, RULE, fit_content_weight
 from clip4rec.train.trainer import validation_ndcg10
 from tests.support.toy import build_toy, train_toy_run
 
@@ -36,9 +36,9 @@ def valid_ndcg_at(run: Run, weight: float) -> float:
 def test_training_fits_the_weight_and_saves_it_with_the_run(toy):
     training = json.loads((toy / "fused-id" / "training.json").read_text())
     record = training["content_weight"]
-    assert record["weights"] == list(CONTENT_WEIGHTS)
-    best = max(record["valid_ndcg@10"])
-    assert record["valid_ndcg@10"][CONTENT_WEIGHTS.index(record["chosen"])] == best
+    assert record["weights"] == list(CONTENT_WEIGHTS) and record["rule"] == RULE
+    assert record["valid_ndcg@10"][CONTENT_WEIGHTS.index(record["best"])] == max(record["valid_ndcg@10"])
+    assert record["chosen"] == (record["best"] if record["paired_p"] < 0.05 else 1.0)
     run = Run.load(toy / "fused-id")
     assert float(run.model.item_side.content_weight) == record["chosen"]
     # what was recorded for each weight is what the trainer's validation ranking gives at that weight
@@ -53,7 +53,7 @@ def test_a_content_term_scaled_down_is_scaled_back_up(toy):
     with torch.no_grad():
         run.model.item_side.knn_scale.mul_(0.05)
     record = fit_content_weight(run.model, run.valid, exclude_seen=True)
-    assert record["chosen"] > 1.0
+    assert record["chosen"] > 1.0 and record["paired_p"] < 0.05
     assert record["valid_ndcg@10"][CONTENT_WEIGHTS.index(record["chosen"])] > record["valid_ndcg@10"][1] + 0.01
     again = fit_content_weight(run.model, run.valid, exclude_seen=True)
     assert again["chosen"] == record["chosen"] and again["valid_ndcg@10"] == record["valid_ndcg@10"]
@@ -64,6 +64,7 @@ def test_an_id_model_has_no_content_weight(tmp_path):
     train_toy_run(root, "id", root / "id", epochs=1)
     assert json.loads((root / "id" / "training.json").read_text())["content_weight"] is None
     assert fit_content_weight(Run.load(root / "id").model, Run.load(root / "id").valid, True) is None
+    assert fit_content_weight_of_finished(root / "id") is False
 
 
 def test_a_run_saved_before_the_step_is_fitted_once_and_evaluated_again(toy, tmp_path):
@@ -80,22 +81,29 @@ def test_a_run_saved_before_the_step_is_fitted_once_and_evaluated_again(toy, tmp
     (old / "training.json").write_text(json.dumps(training))
     loaded = Run.load(old)
     assert float(loaded.model.item_side.content_weight) == 1.0  # loads as what it computed
-    evaluate(loaded, progress=False)
     with torch.no_grad():
-        loaded.model.item_side.knn_scale.mul_(0.05)  # a learned scale the fit will want to undo
+        loaded.model.item_side.knn_scale.mul_(0.05)  # a learned scale the fit may want to undo
     loaded.save(old)
+    evaluate(loaded, progress=False)
     before = json.loads((old / "metrics.json").read_text())
 
     assert fit_content_weight_of_finished(old) is True
     record = json.loads((old / "training.json").read_text())["content_weight"]
-    assert record["chosen"] > 1.0
+    assert record["chosen"] == (record["best"] if record["paired_p"] < 0.05 else 1.0)
     refitted = Run.load(old)
     assert float(refitted.model.item_side.content_weight) == record["chosen"]
     after = json.loads((old / "metrics.json").read_text())
     assert after["training"]["content_weight"] == record
-    assert after["valid"]["metrics"]["overall"]["ndcg@10"] > before["valid"]["metrics"]["overall"]["ndcg@10"]
+    # the new validation NDCG@10 is the fit's at the chosen weight, the old one the fit's at weight 1
+    chosen_at, learned_at = (record["valid_ndcg@10"][CONTENT_WEIGHTS.index(w)] for w in (record["chosen"], 1.0))
+    assert after["valid"]["metrics"]["overall"]["ndcg@10"] == pytest.approx(chosen_at, abs=1e-9)
+    assert before["valid"]["metrics"]["overall"]["ndcg@10"] == pytest.approx(learned_at, abs=1e-9)
     # the metrics are those of the saved, refitted Run
     assert evaluate(refitted, progress=False)["metrics"] == after["metrics"]
     assert fit_content_weight_of_finished(old) is False  # once
+    training = json.loads((old / "training.json").read_text())
+    training["content_weight"]["rule"] = "an earlier rule"
+    (old / "training.json").write_text(json.dumps(training))
+    assert fit_content_weight_of_finished(old) is True  # fitted again under the current rule
     np.testing.assert_array_equal(load_file(old / "model.safetensors")["item_side.content_weight"],
                                   np.float32(record["chosen"]))

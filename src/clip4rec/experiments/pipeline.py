@@ -11,7 +11,7 @@ from clip4rec.data.dataset import Dataset
 from clip4rec.evaluate.evaluator import evaluate
 from clip4rec.files import write_json
 from clip4rec.model.artifact import Run
-from clip4rec.train.calibrate import fit_content_weight
+from clip4rec.train.calibrate import RULE, fit_content_weight
 from clip4rec.train.run import train
 
 
@@ -23,14 +23,15 @@ def train_and_evaluate(dataset: Dataset | str | Path, out: str | Path, config: C
 
 
 def fit_content_weight_of_finished(run_dir: str | Path, progress: bool = False) -> bool:
-    """A finished Run trained before training fitted the content weight (train.calibrate): fit it now, as
-    training does last, save the Run and evaluate it again. True if the Run changed. Safe to repeat after an
-    interruption: the weight is set, not multiplied, and training.json records the fit only once the new
-    metrics.json is written."""
+    """A finished Run trained before training fitted the content weight (train.calibrate), or fitted under
+    another rule: fit it now, as training does last, save the Run and evaluate it again. True if it was fitted.
+    Safe to repeat after an interruption: the weight is set, not multiplied, and training.json records the fit
+    only once the new metrics.json is written."""
     run_dir = Path(run_dir)
     training_path = run_dir / "training.json"
     training = json.loads(training_path.read_text()) if training_path.exists() else {}
-    if "content_weight" in training:
+    fitted = training.get("content_weight", False)
+    if fitted is None or (fitted and fitted.get("rule") == RULE):  # None: a model without a content term
         return False
     run = Run.load(run_dir)
     ev = run.config.eval
