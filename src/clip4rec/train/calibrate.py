@@ -54,7 +54,7 @@ def fit_content_weight(model: SequentialRecommender, cases: EvalCases, exclude_s
             content = users[:, -channel:] @ table[:, -channel:].T
             for w in weights:
                 ranks[w].append(target_ranks(learned + w * content, targets,
-                                             histories if exclude_seen else None).numpy())
+                                             histories if exclude_seen else None).cpu().numpy())
         per_case = {w: case_metrics(np.concatenate(ranks[w]), ks=(10,))["ndcg@10"] for w in weights}
         ndcg = {w: float(per_case[w].mean()) for w in weights}
         best = max(weights, key=lambda w: (ndcg[w], w == 1.0))
