@@ -47,8 +47,9 @@ class Rows:
     A table that is scored (table @ user vector) is stored column-major (a contiguous [d, capacity] buffer;
     `view()` is its transpose): the product then streams each column once with vector adds, which on this
     project's CPU ran 2.2-2.5x faster at width 192 (fused-id) than the row-by-row dot products over a row-major
-    table (MKL's transposed gemv), and as fast at width 64 (bench/table_layout.py). Row reads (a history's ~50 inputs, one item's vector) gather d strided values.
-    `column_major=False` keeps rows contiguous, for a table that is only read by rows (the tower's cache).
+    table (MKL's transposed gemv), and as fast at width 64 (bench/table_layout.py). Row reads (a history's ~50
+    inputs, one item's vector) gather d strided values. `column_major=False` keeps rows contiguous, for a table
+    that is only read by rows (the tower's cache).
     """
 
     def __init__(self, data: torch.Tensor, column_major: bool = True):
