@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from clip4rec.data.splits import EvalCases
+from clip4rec.evaluate.shifted import shifted_ranks
 from clip4rec.files import write_json, write_text
 from clip4rec.model.artifact import Run
-from clip4rec.ranking import case_metrics, target_ranks
+from clip4rec.ranking import case_metrics
 
 BOOSTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
@@ -38,25 +39,11 @@ def seed_dirs(report: Path, variant: str) -> list[Path]:
     return done
 
 
-def _ranks(run: Run, cases: EvalCases, shifts: dict[str, torch.Tensor], batch: int = 1024) -> dict[str, np.ndarray]:
-    """Per named score shift [n_items] (added to every user's scores; -inf removes an item), each case's
-    target rank, seen items excluded as in the Run. The model scores each batch once."""
-    table, exclude = run.item_table, run.config.eval.exclude_seen
-    out: dict[str, list[np.ndarray]] = {name: [] for name in shifts}
-    for start in range(0, len(cases.targets), batch):
-        histories = cases.histories[start:start + batch]
-        targets = cases.targets[start:start + batch]
-        scores = run.model.score(histories, table)
-        for name, shift in shifts.items():
-            out[name].append(target_ranks(scores + shift, targets, histories if exclude else None).numpy())
-    return {name: np.concatenate(parts) for name, parts in out.items()}
-
-
 def frontier(run: Run) -> list[dict[str, float]]:
     """Per boost: validation and test NDCG@10, test cold and warm R@10 (seen items excluded as in the Run)."""
     cold = torch.from_numpy(run.cold_items).float()
     shifts = {str(boost): boost * cold for boost in BOOSTS}
-    valid, test = _ranks(run, run.valid, shifts), _ranks(run, run.test, shifts)
+    valid, test = shifted_ranks(run, run.valid, shifts), shifted_ranks(run, run.test, shifts)
     cold_case = run.cold_items[run.test.targets]
     rows = []
     for boost in BOOSTS:
@@ -76,7 +63,7 @@ def recall_among_cold(run: Run) -> float:
     cold_cases = np.flatnonzero(run.cold_items[run.test.targets])
     cases = EvalCases([run.test.user_ids[i] for i in cold_cases], [run.test.histories[i] for i in cold_cases],
                       run.test.targets[cold_cases])
-    return float(np.mean(_ranks(run, cases, {"cold": only_cold})["cold"] <= 10))
+    return float(np.mean(shifted_ranks(run, cases, {"cold": only_cold})["cold"] <= 10))
 
 
 def knn_cold_recall(report: Path, seeds: list[str]) -> float | None:
