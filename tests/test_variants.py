@@ -4,6 +4,8 @@ The toy catalog is a ring: users walk it in steps of +1, and each item's text ve
 on the ring. A content model can therefore rank items it never saw in training; an ID model cannot.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -62,7 +64,7 @@ def test_content_variant_lifts_cold_items_where_id_cannot(ring, tmp_path):
 
 def test_fused_id_scores_cold_items_through_content_and_new_item_vector_matches_table(ring, tmp_path):
     cfg = config("fused-id", ring / "store", epochs=3)
-    cfg.model.modalities = ["llm_text"]
+    cfg.model.modalities, cfg.model.graph_k = ["llm_text"], 0  # the rows without the content graph (tested below)
     train(ring / "ds", tmp_path / "fid", cfg, progress=False)
     run = Run.load(tmp_path / "fid")
     side = run.model.item_side
@@ -203,3 +205,65 @@ def test_wide_content_keeps_its_top_principal_directions_and_new_items_are_proje
     assert side.content.shape == (300, CONTENT_DIMS) and side.channel_dims == CONTENT_DIMS
     np.testing.assert_allclose(np.linalg.norm(side.content.numpy(), axis=1), 1.0, rtol=1e-5)
     torch.testing.assert_close(side.vector_for({"t": vectors[11]}), side()[11], atol=1e-5, rtol=1e-5)
+
+
+def test_content_neighbours_are_the_nearest_known_items_never_the_item_itself():
+    from clip4rec.model.item_side import content_neighbours
+    angle = 2 * np.pi * np.arange(12) / 12  # 12 items evenly on a circle: item i's nearest are i-1 and i+1
+    content = torch.from_numpy(np.stack([np.cos(angle), np.sin(angle)], 1).astype(np.float32))
+    known = torch.ones(12, dtype=torch.bool)
+    known[[3, 8]] = False
+    nbrs = content_neighbours(content, content, known, k=2, chunk=5)
+    assert sorted(nbrs[0].tolist()) == [1, 11]
+    assert 1 in nbrs[2].tolist() and 3 not in nbrs[2].tolist()  # 3 is nearer than 0 or 4 but has no ID
+    assert sorted(nbrs[3].tolist()) == [2, 4]   # an ID-less item gets known neighbours too
+    assert not (nbrs == torch.arange(12)[:, None]).any() and known[nbrs].all()
+    # A re-published item (exclude=its row) does not pick itself either; a new one may match any known item.
+    assert sorted(content_neighbours(content[:1], content, known, k=2, exclude=0)[0].tolist()) == [1, 11]
+    assert 0 in content_neighbours(content[:1], content, known, k=2)[0].tolist()
+    with pytest.raises(ValueError, match="at least 11 items with IDs"):
+        content_neighbours(content, content, known, k=10)
+
+
+def test_graph_rows_add_the_neighbours_mean_id_and_new_item_vectors_match_the_table(ring, tmp_path):
+    cfg = config("fused-id", ring / "store", epochs=3)
+    cfg.model.modalities, cfg.model.graph_k = ["llm_text"], 4
+    train(ring / "ds", tmp_path / "graph", cfg, progress=False)
+    run = Run.load(tmp_path / "graph")  # reloads from its files: the neighbours are saved with the Run
+    side, hidden = run.model.item_side, cfg.model.hidden
+    assert side.graph_k == 4 and side.graph_weight.item() != 0.2  # the weight was trained
+    table = run.model.item_table().detach()
+    torch.testing.assert_close(run.item_table, table)
+    borrowed = side.graph_weight * side.ids.weight[side.neighbours].mean(1)
+    mapped = side.mapper(side.content)
+    cold = torch.from_numpy(run.cold_items)
+    torch.testing.assert_close(table[cold, :hidden], (mapped + borrowed)[cold].detach())
+    torch.testing.assert_close(table[~cold, :hidden], (side.ids.weight + borrowed)[~cold].detach())
+    cold_index = int(np.flatnonzero(run.cold_items)[0])
+    raw = RingTextEncoder().encode_texts([f"item {int(run.item_ids[cold_index][1:])}"])["llm_text"][0]
+    torch.testing.assert_close(side.vector_for({"ring:llm_text": raw}), table[cold_index], atol=1e-5, rtol=1e-5)
+    warm = int(np.flatnonzero(run.train_counts > 0)[0])
+    own = RingTextEncoder().encode_texts([f"item {int(run.item_ids[warm][1:])}"])["llm_text"][0]
+    torch.testing.assert_close(side.vector_for({"ring:llm_text": own}, index=warm), table[warm], atol=1e-5, rtol=1e-5)
+
+
+def test_a_run_saved_before_the_graph_existed_loads_without_one_and_is_not_mistaken_for_a_graph_run(ring, tmp_path):
+    from clip4rec.data.dataset import Dataset
+    from clip4rec.train.run import made_with
+    cfg = config("fused-id", ring / "store", epochs=2)
+    cfg.model.modalities, cfg.model.graph_k = ["llm_text"], 0
+    train(ring / "ds", tmp_path / "old", cfg, progress=False)
+    record = json.loads((tmp_path / "old" / "config.json").read_text())
+    del record["config"]["model"]["graph_k"]  # as config.json was written before the option existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(record))
+    run = Run.load(tmp_path / "old")
+    assert run.config.model.graph_k == 0 and not hasattr(run.model.item_side, "neighbours")
+    torch.testing.assert_close(run.model.item_table().detach(), run.item_table)
+    dataset = Dataset.load(ring / "ds")
+    assert made_with(record, cfg, dataset)
+    cfg.model.graph_k = Config().model.graph_k  # today's default builds a graph: that is another recipe
+    assert cfg.model.graph_k > 0 and not made_with(record, cfg, dataset)
+    # Other variants have no ID rows to build it over: an `id` cell saved before the option is reused as it is.
+    as_id = json.loads(json.dumps(record))
+    as_id["config"]["model"]["variant"] = cfg.model.variant = "id"
+    assert made_with(as_id, cfg, dataset)

@@ -42,6 +42,10 @@ class ModelConfig(Strict):
     # content->ID mapper and the content-knn term), so that ID-less (cold) items are scored on the same scale
     # as items with IDs (DropoutNet). See model.item_side.ContentIdItems.
     id_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # fused-id: each item's row also gets a learned weight x the mean ID row of its graph_k most content-similar
+    # known items (a frozen item-item content graph, as in LATTICE and FREEDOM), so a rarely seen or cold item
+    # borrows from well-trained neighbours. 0 = no graph. See docs/content_recipes.md for how 10 was chosen.
+    graph_k: int = Field(10, ge=0)
 
 
 class TrainConfig(Strict):
@@ -218,3 +222,17 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"invalid config{f' in {path}' if path else ''}: {problems}") from None
+
+
+# Options whose default is not what the code did before they existed. A Run's config.json written before one of
+# them records no value for it, and reads as the behaviour it was trained with.
+BEFORE_OPTION = {"model": {"graph_k": 0}}
+
+
+def saved_config(data: dict[str, Any]) -> Config:
+    """The Config a Run recorded in its config.json (its "config" entry)."""
+    data = {**data}
+    for section, defaults in BEFORE_OPTION.items():
+        data[section] = {**defaults, **data.get(section, {})}
+    return Config.model_validate(data)
+

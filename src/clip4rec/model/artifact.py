@@ -32,7 +32,7 @@ from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file, save_file
 
-from clip4rec.config import Config
+from clip4rec.config import Config, saved_config
 from clip4rec.data.dataset import Dataset
 from clip4rec.data.splits import EvalCases, Split, user_sequences
 from clip4rec.files import atomic_write, write_json
@@ -93,7 +93,7 @@ class Run:
         titles = [None if t is None else str(t) for t in items.loc[split.item_ids, "title"].tolist()]
         images = [dataset.image_path(p) for p in items.loc[split.item_ids, "image"].tolist()]
         users, sequences, _ = user_sequences(dataset)
-        return cls(Config.model_validate(record["config"]), model, list(split.item_ids), table, split.describe(),
+        return cls(saved_config(record["config"]), model, list(split.item_ids), table, split.describe(),
                    split.train_counts, split.cold_items, split.valid, split.test,
                    Catalog(titles, [None if p is None else str(p) for p in images], users, sequences), record)
 
@@ -133,7 +133,7 @@ class Run:
         if not (root / CONFIG).exists() or not (root / WEIGHTS).exists():
             raise FileNotFoundError(f"{root} is not a finished Run directory ({CONFIG} / {WEIGHTS} missing)")
         record = json.loads((root / CONFIG).read_text())
-        config = Config.model_validate(record["config"])
+        config = saved_config(record["config"])
         if not (root / MANIFEST).exists():
             return _load_legacy(root, record, config)
         manifest = json.loads((root / MANIFEST).read_text())

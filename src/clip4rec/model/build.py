@@ -50,7 +50,7 @@ def build_model(config: Config, train_counts: np.ndarray, content: Content | Non
         item_side = IdItemTable(len(train_counts), m.hidden)
     else:
         item_side = ContentIdItems(content, train_counts, m.hidden, use_ids=m.variant == "fused-id",
-                                   id_dropout=m.id_dropout)
+                                   id_dropout=m.id_dropout, graph_k=m.graph_k)
     return _with_tower(m, item_side)
 
 
@@ -113,5 +113,6 @@ def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]],
         item_side = IdItemTable(n_items, m.hidden)
     else:
         item_side = ContentIdItems.empty(names, [s["raw_dim"] for s in shapes], dims, n_items, m.hidden,
-                                         use_ids=m.variant == "fused-id", id_dropout=m.id_dropout)
+                                         use_ids=m.variant == "fused-id", id_dropout=m.id_dropout,
+                                         graph_k=m.graph_k)
     return _with_tower(m, item_side, llm)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 
-from clip4rec.config import Config
+from clip4rec.config import Config, saved_config
 from clip4rec.data.dataset import Dataset
 from clip4rec.files import write_json
 from clip4rec.machine import machine_info, versions
@@ -72,7 +72,7 @@ def _guard_same_run(run_dir: Path, config: Config, dataset: Dataset) -> None:
 def made_with(saved: dict[str, Any], config: Config, dataset: Dataset) -> bool:
     """Was a Run's config.json written for this config and dataset? Options added to Config since then
     read as their defaults, which are what the code did before the option existed."""
-    return _settings_that_count(Config.model_validate(saved["config"])) == _settings_that_count(config) \
+    return _settings_that_count(saved_config(saved["config"])) == _settings_that_count(config) \
         and saved["dataset"] == str(dataset.root)
 
 
@@ -82,5 +82,7 @@ def _settings_that_count(config: Config) -> dict[str, Any]:
     settings = config.model_dump()
     if config.model.variant not in SLOTS:
         settings["model"]["modalities"] = []
+    if config.model.variant != "fused-id":  # the only variant with ID rows to build a content graph over
+        settings["model"]["graph_k"] = 0
     return settings
 
