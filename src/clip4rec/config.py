@@ -235,4 +235,3 @@ def saved_config(data: dict[str, Any]) -> Config:
     for section, defaults in BEFORE_OPTION.items():
         data[section] = {**defaults, **data.get(section, {})}
     return Config.model_validate(data)
-

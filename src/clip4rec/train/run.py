@@ -70,8 +70,8 @@ def _guard_same_run(run_dir: Path, config: Config, dataset: Dataset) -> None:
 
 
 def made_with(saved: dict[str, Any], config: Config, dataset: Dataset) -> bool:
-    """Was a Run's config.json written for this config and dataset? Options added to Config since then
-    read as their defaults, which are what the code did before the option existed."""
+    """Was a Run's config.json written for this config and dataset? Options added to Config since then read
+    as what the code did before they existed: their defaults, or config.BEFORE_OPTION's value for them."""
     return _settings_that_count(saved_config(saved["config"])) == _settings_that_count(config) \
         and saved["dataset"] == str(dataset.root)
 
