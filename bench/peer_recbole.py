@@ -158,7 +158,8 @@ def clip4rec_config(variant: str, stores: list[Path], modalities: list[str], arg
         "seed": args.seed, "split": {"kind": "loo"},
         "model": {"variant": variant, "stores": [str(s) for s in stores], "modalities": modalities,
                   "hidden": MATCHED["hidden"], "layers": MATCHED["layers"], "heads": MATCHED["heads"],
-                  "dropout": MATCHED["dropout"], "max_len": MATCHED["max_len"], "backbone": "scratch"},
+                  "dropout": MATCHED["dropout"], "max_len": MATCHED["max_len"], "backbone": "scratch",
+                  "repeat_term": False},  # RecBole's SASRec has none: the same model on both sides
         "train": {"lr": MATCHED["lr"], "weight_decay": 0.0, "batch_size": MATCHED["batch_size"],
                   "max_epochs": args.max_epochs, "patience": MATCHED["patience"],
                   "time_limit_s": args.cap_minutes * 60 if args.cap_minutes else None, "threads": args.threads},

@@ -149,6 +149,23 @@ def test_recommend_matches_the_model_and_reports_unknown_and_seen(fused):
     assert {i["item_id"] for i in both["items"]} & set(history)
 
 
+def test_the_repeat_bias_reaches_served_lists_exactly_and_through_faiss(toy):
+    states = [ServiceState.from_run(toy / "id")]
+    if faiss_available():
+        states.append(ServiceState.from_run(toy / "id", index="faiss", index_options={"kind": "flat"}))
+    history = ring_history(20)
+    known = np.array([states[0].lookup(h) for h in history])
+    for state in states:
+        with torch.no_grad():
+            state.model.repeat_bias.fill_(100.0)  # users who always come back: the window goes first
+        ids = [i["item_id"] for i in state.recommend(history, 10, exclude_seen=False)["items"]]
+        assert set(ids[:len(history)]) == set(history)
+        direct = state.model.score([known], state.snapshot.table)[0]
+        assert ids == [state.item_ids[j] for j in torch.topk(direct, 10).indices.tolist()]
+        excluded = [i["item_id"] for i in state.recommend(history, 10, exclude_seen=True)["items"]]
+        assert not set(excluded) & set(history)
+
+
 def test_empty_or_all_unknown_history_falls_back_to_popularity(fused):
     state, client = fused
     for history in ([], ["unknown-1", "unknown-2"]):

@@ -46,6 +46,10 @@ class ModelConfig(Strict):
     # known items (a frozen item-item content graph, as in LATTICE and FREEDOM), so a rarely seen or cold item
     # borrows from well-trained neighbours. 0 = no graph. See docs/content_recipes.md for how 10 was chosen.
     graph_k: int = Field(10, ge=0)
+    # Trained variants, where seen items are ranked (eval.exclude_seen false): a learned bias for "this item is
+    # in the user's window", so that whether users repeat items is learned from the data. See
+    # model.recommender.SequentialRecommender; with exclude_seen it would learn nothing and is not built.
+    repeat_term: bool = True
 
 
 class TrainConfig(Strict):
@@ -226,7 +230,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 # Options whose default is not what the code did before they existed. A Run's config.json written before one of
 # them records no value for it, and reads as the behaviour it was trained with.
-BEFORE_OPTION = {"model": {"graph_k": 0}}
+BEFORE_OPTION = {"model": {"graph_k": 0, "repeat_term": False}}
 
 
 def saved_config(data: dict[str, Any]) -> Config:

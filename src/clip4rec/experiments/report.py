@@ -31,6 +31,14 @@ def _legacy_machine(report: dict[str, Any]) -> list[dict[str, Any]] | None:
     return [{"machine": machine, "cells": len(report["cells"])}] if machine else None
 
 
+def _repeat_phrase(cfg: dict[str, Any]) -> str:
+    """Where seen items are ranked, whether the trained variants learned a repeat bias (model.repeat_term; a
+    config saved before the option had none)."""
+    if cfg["eval"]["exclude_seen"]:
+        return ""
+    return f", repeat bias {'learned' if cfg['model'].get('repeat_term', False) else 'off'}"
+
+
 def _machine_lines(machines: Sequence[dict[str, Any]] | None) -> list[str]:
     if not machines:  # reports written before machines were recorded
         return []
@@ -83,7 +91,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Splits {', '.join(g['splits'])}; seeds {g['seeds']}; {_backbone_phrase(report)}, "
              f"hidden {cfg['model']['hidden']}, max_len {cfg['model']['max_len']}, id_dropout {cfg['model'].get('id_dropout')}, "
              f"max_epochs {cfg['train']['max_epochs']}, patience {cfg['train']['patience']}, "
-             f"time limit {cfg['train']['time_limit_s']} s; full ranking (exclude_seen={cfg['eval']['exclude_seen']}).",
+             f"time limit {cfg['train']['time_limit_s']} s; full ranking (exclude_seen={cfg['eval']['exclude_seen']}"
+             f"{_repeat_phrase(cfg)}).",
              *_machine_lines(report.get("machines") or _legacy_machine(report)),
              "", "## Item vectors (which encoder made them)", ""]
     lines += _table(["variant", "item vectors"], [[v, vectors_label(report, v)] for v in g["variants"]])

@@ -31,6 +31,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def has_repeat_term(config: Config) -> bool:
+    """Does a model of this config learn a repeat bias (SequentialRecommender.repeat_bias)? Only where seen items
+    are ranked (with exclude_seen they are masked out of every softmax, so it would learn nothing) and only for
+    the trained variants."""
+    return config.model.repeat_term and not config.eval.exclude_seen and config.model.variant not in TRAINING_FREE
+
+
 def split_for(dataset: Dataset, config: Config) -> Split:
     return make_split(dataset, config.split.kind, seed=config.seed, cold_fraction=config.split.cold_fraction)
 
@@ -51,10 +58,11 @@ def build_model(config: Config, train_counts: np.ndarray, content: Content | Non
     else:
         item_side = ContentIdItems(content, train_counts, m.hidden, use_ids=m.variant == "fused-id",
                                    id_dropout=m.id_dropout, graph_k=m.graph_k)
-    return _with_tower(m, item_side)
+    return _with_tower(m, item_side, repeat_term=has_repeat_term(config))
 
 
-def _with_tower(m: ModelConfig, item_side: torch.nn.Module, llm: dict[str, Any] | None = None) -> SequentialRecommender:
+def _with_tower(m: ModelConfig, item_side: torch.nn.Module, llm: dict[str, Any] | None = None,
+                repeat_term: bool = False) -> SequentialRecommender:
     """The item side with its variant's user tower (built after the item side: init order is part of the seed)."""
     if m.variant == "pop":
         tower: torch.nn.Module = ConstantTower()
@@ -62,7 +70,7 @@ def _with_tower(m: ModelConfig, item_side: torch.nn.Module, llm: dict[str, Any] 
         tower = ProfileTower(item_side.dims)
     else:
         tower = build_tower(m, llm)
-    return SequentialRecommender(item_side, tower, m.max_len)
+    return SequentialRecommender(item_side, tower, m.max_len, repeat_term=repeat_term)
 
 
 def build_tower(m: ModelConfig, llm: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -115,4 +123,4 @@ def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]],
         item_side = ContentIdItems.empty(names, [s["raw_dim"] for s in shapes], dims, n_items, m.hidden,
                                          use_ids=m.variant == "fused-id", id_dropout=m.id_dropout,
                                          graph_k=m.graph_k)
-    return _with_tower(m, item_side, llm)
+    return _with_tower(m, item_side, llm, repeat_term=has_repeat_term(config))

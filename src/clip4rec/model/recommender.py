@@ -25,9 +25,14 @@ def pad_right(sequences: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tens
 
 
 class SequentialRecommender(nn.Module):
-    def __init__(self, item_side: nn.Module, tower: nn.Module, max_len: int):
+    def __init__(self, item_side: nn.Module, tower: nn.Module, max_len: int, repeat_term: bool = False):
         super().__init__()
         self.item_side, self.tower, self.max_len = item_side, tower, max_len
+        if repeat_term:
+            # Where seen items are ranked: one learned score for "this item is in the window", so that whether
+            # users repeat items is learned from the data (never on ML-100K, often in a shop) instead of being
+            # carried by the content term, whose history profile is most like the history's own items.
+            self.repeat_bias = nn.Parameter(torch.zeros(()))
 
     def item_table(self) -> torch.Tensor:
         return self.item_side()
@@ -77,6 +82,9 @@ class SequentialRecommender(nn.Module):
         if exclude_seen:
             logits = logits.masked_fill(_seen_so_far(items.to(table.device), mask.to(table.device), where, wanted,
                                                      logits.shape[1]), float("-inf"))
+        elif hasattr(self, "repeat_bias"):
+            seen = _seen_so_far(items.to(table.device), mask.to(table.device), where, None, logits.shape[1])
+            logits = logits + self.repeat_bias * seen
         return F.cross_entropy(logits, wanted)
 
     @torch.inference_mode()
@@ -116,7 +124,20 @@ class SequentialRecommender(nn.Module):
     @torch.inference_mode()
     def score(self, histories: Sequence[np.ndarray], table: torch.Tensor | None = None) -> torch.Tensor:
         table = self.item_table() if table is None else table
-        return self.user_vectors(histories, table) @ table.T
+        return self.with_repeat_term(self.user_vectors(histories, table) @ table.T, histories)
+
+    @torch.no_grad()
+    def with_repeat_term(self, scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """`scores` [B, n] (contiguous, owned by the caller) with the learned repeat bias added in place at each
+        row's window items (its last max_len, what the tower reads and what training marked), once per item;
+        unchanged for a model without a repeat term. In place and sparse: serving calls it on every request."""
+        if not hasattr(self, "repeat_bias"):
+            return scores
+        items, mask = pad_right(histories, self.max_len)
+        rows = torch.arange(len(items))[:, None].expand_as(items)
+        cells = torch.unique(rows[mask] * scores.shape[1] + items[mask]).to(scores.device)
+        scores.view(-1).index_put_((cells,), self.repeat_bias.to(scores.dtype), accumulate=True)
+        return scores
 
 
 def _content_columns(item_side: nn.Module, table: torch.Tensor) -> torch.Tensor:
@@ -125,15 +146,16 @@ def _content_columns(item_side: nn.Module, table: torch.Tensor) -> torch.Tensor:
     return table[:, table.shape[1] - item_side.channel_dims:].detach()  # frozen content: no gradient to carry
 
 
-def _seen_so_far(items: torch.Tensor, mask: torch.Tensor, where: torch.Tensor, targets: torch.Tensor,
+def _seen_so_far(items: torch.Tensor, mask: torch.Tensor, where: torch.Tensor, targets: torch.Tensor | None,
                  n_items: int) -> torch.Tensor:
-    """Bool [#where, n_items]: for each counted position (b, t), the items at positions <= t of row b,
-    except that position's target (a repeated item stays rankable, as in evaluation)."""
+    """Bool [#where, n_items]: for each counted position (b, t), the items at positions <= t of row b; with
+    `targets`, except that position's target (a repeated item stays rankable when seen items are excluded)."""
     length = items.shape[1]
     earlier = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()  # [t, j]: j <= t
     row_of = torch.cumsum(where.flatten(), 0).view_as(where) - 1  # logits row of each counted (b, t)
     b, t, j = (where[:, :, None] & earlier[None] & mask[:, None, :]).nonzero(as_tuple=True)
     seen = torch.zeros(int(where.sum()), n_items, dtype=torch.bool, device=items.device)
     seen[row_of[b, t], items[b, j]] = True
-    seen[torch.arange(len(targets), device=items.device), targets] = False
+    if targets is not None:
+        seen[torch.arange(len(targets), device=items.device), targets] = False
     return seen

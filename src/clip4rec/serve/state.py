@@ -280,8 +280,8 @@ class ServiceState:
         users = self.model.user_vectors([np.asarray(w, dtype=np.int64) for _, w, _, _, _ in pending], snap.table,
                                         snap.keys_values)
         if isinstance(snap.index, FaissIndex):
-            results = [self.search(users[b], k, sorted(set(known)) if ex else [], snap)
-                       for b, (_, _, known, k, ex) in enumerate(pending)]
+            results = [self._search_request(users[b], window, known, k, ex, snap)
+                       for b, (_, window, known, k, ex) in enumerate(pending)]
         else:
             results = self._exact_many(users, pending, snap)
         for (j, *_), (indices, scores) in zip(pending, results):
@@ -289,17 +289,33 @@ class ServiceState:
                                 for r, (i, s) in enumerate(zip(indices, scores))]
         return outs
 
-    @staticmethod
-    def _exact_many(users: torch.Tensor, pending, snap: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _exact_many(self, users: torch.Tensor, pending, snap: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
         with torch.inference_mode():
             if len(users) == 1:
                 scores = torch.mv(snap.table, users[0])[None]
             else:
                 scores = torch.mm(users, snap.table.T)  # [B, n]: the table is read once for the whole batch
+            scores = self.model.with_repeat_term(scores, [np.asarray(w, dtype=np.int64) for _, w, *_ in pending])
             # One top-k at the largest k: the order is total, so each row's first k are its own top k.
             tops = exact_top_k(scores, max(p[3] for p in pending),
                                [known if exclude_seen else [] for _, _, known, _, exclude_seen in pending])
         return [(items[:k], values[:k]) for (items, values), (_, _, _, k, _) in zip(tops, pending)]
+
+    def _search_request(self, user: torch.Tensor, window: list[int], known: list[int], k: int, exclude_seen: bool,
+                        snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
+        """One request through the FAISS index. A model's repeat bias moves the window's items, which the index
+        does not know: they are left out of its search, scored exactly with the bias, and merged."""
+        if exclude_seen:
+            return self.search(user, k, sorted(set(known)), snap)
+        bias = getattr(self.model, "repeat_bias", None)
+        if bias is None:
+            return self.search(user, k, [], snap)
+        rows = sorted(set(window))
+        idx, sc = self.search(user, k, rows, snap)
+        with torch.inference_mode():
+            own = (torch.mv(snap.table[torch.as_tensor(rows)], user) + bias).numpy()
+        return in_rank_order(np.concatenate([idx, np.asarray(rows, dtype=np.int64)]),
+                             np.concatenate([sc, own.astype(sc.dtype)]), k)
 
     def user_vector(self, window: Sequence[int], snap: Snapshot | None = None) -> torch.Tensor:
         snap = snap or self.snapshot

@@ -49,7 +49,7 @@ def fit_content_weight(model: SequentialRecommender, cases: EvalCases, exclude_s
             histories = cases.histories[start:start + batch_size]
             targets = cases.targets[start:start + batch_size]
             users = model.user_vectors(histories, table)  # the tower runs once; each weight rescales one term
-            learned = users[:, :-channel] @ table[:, :-channel].T
+            learned = model.with_repeat_term(users[:, :-channel] @ table[:, :-channel].T, histories)
             content = users[:, -channel:] @ table[:, -channel:].T
             for w in weights:
                 ranks[w].append(target_ranks(learned + w * content, targets,
