@@ -295,7 +295,9 @@ class ServiceState:
                 scores = torch.mv(snap.table, users[0])[None]
             else:
                 scores = torch.mm(users, snap.table.T)  # [B, n]: the table is read once for the whole batch
-            scores = self.model.with_repeat_term(scores, [np.asarray(w, dtype=np.int64) for _, w, *_ in pending])
+            # The repeat bias only moves seen items, which a request that excludes them never lists.
+            scores = self.model.with_repeat_term(scores, [np.asarray([] if ex else w, dtype=np.int64)
+                                                          for _, w, _, _, ex in pending])
             # One top-k at the largest k: the order is total, so each row's first k are its own top k.
             tops = exact_top_k(scores, max(p[3] for p in pending),
                                [known if exclude_seen else [] for _, _, known, _, exclude_seen in pending])
