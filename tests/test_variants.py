@@ -207,6 +207,39 @@ def test_wide_content_keeps_its_top_principal_directions_and_new_items_are_proje
     torch.testing.assert_close(side.vector_for({"t": vectors[11]}), side()[11], atol=1e-5, rtol=1e-5)
 
 
+def test_whitening_divides_each_principal_coordinate_by_a_power_of_its_spread():
+    from clip4rec.model.item_side import principal_directions
+    rng = np.random.default_rng(2)
+    rotation, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    rows = rng.normal(size=(4000, 4)) * np.array([8.0, 4.0, 2.0, 1.0]) @ rotation.T
+    rows -= rows.mean(0)
+    plain = principal_directions(rows, 4)
+    np.testing.assert_allclose(plain.T @ plain, np.eye(4), atol=1e-12)
+    spread = (rows @ plain).std(0)
+    np.testing.assert_allclose(spread / spread[0], [1, 0.5, 0.25, 0.125], rtol=0.05)  # the axes' 8:4:2:1
+    full = (rows @ principal_directions(rows, 4, whiten=1.0)).std(0)
+    np.testing.assert_allclose(full / full[0], 1.0, rtol=1e-9)       # whitened: every direction alike
+    half = (rows @ principal_directions(rows, 4, whiten=0.5)).std(0)
+    np.testing.assert_allclose(half / half[0], np.sqrt(spread / spread[0]), rtol=1e-9)
+    kept = principal_directions(rows, 2, whiten=1.0)  # truncation keeps the top directions, first scale 1
+    np.testing.assert_allclose(kept[:, 0], plain[:, 0], atol=1e-12)
+    assert kept.shape == (4, 2)
+
+
+@pytest.mark.parametrize("whiten", [0.0, 0.5])
+def test_whitened_content_rows_are_unit_and_new_items_are_projected_alike(whiten):
+    rng = np.random.default_rng(3)
+    vectors = (rng.normal(size=(200, 16)) * np.linspace(5, 0.5, 16)).astype(np.float32)
+    side = ContentIdItems({"t": (vectors, np.ones(200, bool))}, np.ones(200, int), hidden=8, use_ids=False,
+                          whiten=whiten).eval()
+    np.testing.assert_allclose(np.linalg.norm(side.content.numpy(), axis=1), 1.0, rtol=1e-5)
+    torch.testing.assert_close(side.vector_for({"t": vectors[7]}), side()[7], atol=1e-5, rtol=1e-5)
+    projected = (vectors - vectors.mean(0)) @ side.basis_0.numpy()
+    ratio = projected.std(0) / projected.std(0)[0]
+    expected = np.linalg.svd(vectors - vectors.mean(0), compute_uv=False)
+    np.testing.assert_allclose(ratio, (expected / expected[0]) ** (1 - whiten), rtol=1e-4)
+
+
 def test_content_neighbours_are_the_nearest_known_items_never_the_item_itself():
     from clip4rec.model.item_side import content_neighbours
     angle = 2 * np.pi * np.arange(12) / 12  # 12 items evenly on a circle: item i's nearest are i-1 and i+1

@@ -46,6 +46,10 @@ class ModelConfig(Strict):
     # known items (a frozen item-item content graph, as in LATTICE and FREEDOM), so a rarely seen or cold item
     # borrows from well-trained neighbours. 0 = no graph. See docs/content_recipes.md for how 10 was chosen.
     graph_k: int = Field(10, ge=0)
+    # Content variants: the content block's principal coordinates are divided by (singular value)^content_whiten
+    # before L2 normalisation (0 = plain PCA, 1 = full whitening, as BERT-whitening), so that the few directions
+    # every text shares do not dominate every cosine. See docs/content_recipes.md.
+    content_whiten: float = Field(0.0, ge=0.0, le=1.0)
     # Trained variants, where seen items are ranked (eval.exclude_seen false): a learned bias for "this item is
     # in the user's window", so that whether users repeat items is learned from the data. See
     # model.recommender.SequentialRecommender; with exclude_seen it would learn nothing and is not built.

@@ -57,7 +57,7 @@ def build_model(config: Config, train_counts: np.ndarray, content: Content | Non
         item_side = IdItemTable(len(train_counts), m.hidden)
     else:
         item_side = ContentIdItems(content, train_counts, m.hidden, use_ids=m.variant == "fused-id",
-                                   id_dropout=m.id_dropout, graph_k=m.graph_k)
+                                   id_dropout=m.id_dropout, graph_k=m.graph_k, whiten=m.content_whiten)
     return _with_tower(m, item_side, repeat_term=has_repeat_term(config))
 
 

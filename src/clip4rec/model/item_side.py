@@ -56,7 +56,7 @@ class ContentIdItems(nn.Module):
 
     def __init__(self, modalities: dict[str, tuple[np.ndarray, np.ndarray]], train_counts: np.ndarray,
                  hidden: int, use_ids: bool, id_dropout: float = 0.0, init_std: float = 0.02,
-                 knn_scale: float = 1.0, graph_k: int = 0):
+                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0):
         super().__init__()
         if not modalities:
             raise ValueError("a content item side needs at least one modality")
@@ -65,7 +65,8 @@ class ContentIdItems(nn.Module):
         self.raw_dims = [vectors.shape[1] for vectors, _ in modalities.values()]
         for i, (vectors, mask) in enumerate(modalities.values()):
             mean = vectors[mask].astype(np.float64).mean(0) if mask.any() else np.zeros(vectors.shape[1])
-            basis = (principal_directions(vectors[mask].astype(np.float64) - mean, CONTENT_DIMS) if mask.sum() > 1
+            basis = (principal_directions(vectors[mask].astype(np.float64) - mean, CONTENT_DIMS, whiten)
+                     if mask.sum() > 1
                      else np.eye(vectors.shape[1])[:, :CONTENT_DIMS])  # no usable rows: nothing to learn from
             # Items published later are centred and projected the same way.
             self.register_buffer(f"mean_{i}", torch.from_numpy(mean.astype(np.float32)))
@@ -216,13 +217,17 @@ def _default_content_weight(module: nn.Module, state_dict: dict, prefix: str, *_
     state_dict.setdefault(prefix + "content_weight", torch.ones(()))
 
 
-def principal_directions(centred: np.ndarray, k: int) -> np.ndarray:
-    """[d, min(k, d, n)] orthonormal top principal directions of already-centred rows, signs fixed (each
-    direction's largest entry positive) so that the same content always gives the same basis."""
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    basis = vt[: min(k, vt.shape[0])].T
+def principal_directions(centred: np.ndarray, k: int, whiten: float = 0.0) -> np.ndarray:
+    """[d, min(k, d, n)] top principal directions of already-centred rows, signs fixed (each direction's largest
+    entry positive) so that the same content always gives the same basis. Orthonormal with whiten 0; else
+    direction j is divided by (s_j / s_0)^whiten, s the singular values, so projecting onto the basis whitens
+    (partly, below 1). Directions without spread (s_j = 0) keep their unit length."""
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    kept = min(k, vt.shape[0])
+    basis = vt[:kept].T
     signs = np.sign(basis[np.abs(basis).argmax(0), np.arange(basis.shape[1])])
-    return basis * np.where(signs == 0, 1.0, signs)
+    spread = s[:kept] / s[0] if s[0] > 0 else np.ones(kept)
+    return basis * np.where(signs == 0, 1.0, signs) / np.where(spread > 0, spread, 1.0) ** whiten
 
 
 def content_pca_init(content: np.ndarray, hidden: int, std: float) -> tuple[np.ndarray, np.ndarray]:
