@@ -300,3 +300,24 @@ def test_a_run_saved_before_the_graph_existed_loads_without_one_and_is_not_mista
     as_id = json.loads(json.dumps(record))
     as_id["config"]["model"]["variant"] = cfg.model.variant = "id"
     assert made_with(as_id, cfg, dataset)
+
+
+def test_a_run_saved_before_whitening_reads_as_unwhitened_and_an_id_run_is_reused_whatever_the_setting(ring, tmp_path):
+    from clip4rec.data.dataset import Dataset
+    from clip4rec.train.run import made_with
+    cfg = config("text", ring / "store", epochs=1)
+    cfg.model.modalities, cfg.model.content_whiten = ["llm_text"], 0.0
+    train(ring / "ds", tmp_path / "old", cfg, progress=False)
+    record = json.loads((tmp_path / "old" / "config.json").read_text())
+    del record["config"]["model"]["content_whiten"]  # as config.json was written before the option existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(record))
+    run = Run.load(tmp_path / "old")
+    assert run.config.model.content_whiten == 0.0
+    torch.testing.assert_close(run.model.item_table().detach(), run.item_table)  # its saved basis loads as it is
+    dataset = Dataset.load(ring / "ds")
+    assert made_with(record, cfg, dataset)
+    cfg.model.content_whiten = Config().model.content_whiten  # today's default whitens: another recipe
+    assert cfg.model.content_whiten > 0 and not made_with(record, cfg, dataset)
+    as_id = json.loads(json.dumps(record))  # `id` reads no content: its cells are reused across the setting
+    as_id["config"]["model"]["variant"] = cfg.model.variant = "id"
+    assert made_with(as_id, cfg, dataset)

@@ -15,7 +15,7 @@ from clip4rec.data.dataset import Dataset
 from clip4rec.files import write_json
 from clip4rec.machine import machine_info, versions
 from clip4rec.model.artifact import CONFIG, SPLIT, Run
-from clip4rec.model.build import build_model, has_repeat_term, split_for
+from clip4rec.model.build import TRAINING_FREE, build_model, has_repeat_term, split_for
 from clip4rec.model.modalities import SLOTS, content_for
 from clip4rec.train.memory import PeakMemory
 from clip4rec.train.trainer import train_model
@@ -83,6 +83,8 @@ def _settings_that_count(config: Config) -> dict[str, Any]:
         settings["model"]["modalities"] = []
     if config.model.variant != "fused-id":  # the only variant with ID rows to build a content graph over
         settings["model"]["graph_k"] = 0
+    if config.model.variant in ("id", *TRAINING_FREE):  # read no principal basis of content to whiten
+        settings["model"]["content_whiten"] = 0.0
     settings["model"]["repeat_term"] = has_repeat_term(config)  # not built under exclude_seen: same Run either way
     return settings
 
