@@ -280,44 +280,46 @@ def test_graph_rows_add_the_neighbours_mean_id_and_new_item_vectors_match_the_ta
     torch.testing.assert_close(side.vector_for({"ring:llm_text": own}, index=warm), table[warm], atol=1e-5, rtol=1e-5)
 
 
-def test_a_run_saved_before_the_graph_existed_loads_without_one_and_is_not_mistaken_for_a_graph_run(ring, tmp_path):
+def _run_saved_before(option: str, variant: str, ring, tmp_path):
+    """A Run trained as the code did before ``option`` existed, its config.json written without the option."""
+    from clip4rec.config import BEFORE_OPTION
     from clip4rec.data.dataset import Dataset
-    from clip4rec.train.run import made_with
-    cfg = config("fused-id", ring / "store", epochs=2)
-    cfg.model.modalities, cfg.model.graph_k = ["llm_text"], 0
+    cfg = config(variant, ring / "store", epochs=2)
+    cfg.model.modalities = ["llm_text"]
+    setattr(cfg.model, option, BEFORE_OPTION["model"][option])
     train(ring / "ds", tmp_path / "old", cfg, progress=False)
     record = json.loads((tmp_path / "old" / "config.json").read_text())
-    del record["config"]["model"]["graph_k"]  # as config.json was written before the option existed
+    del record["config"]["model"][option]
     (tmp_path / "old" / "config.json").write_text(json.dumps(record))
-    run = Run.load(tmp_path / "old")
+    return cfg, record, Run.load(tmp_path / "old"), Dataset.load(ring / "ds")
+
+
+def _is_reused_as_id(record: dict, cfg: Config, dataset) -> bool:
+    """Would the same saved cell, had it been an `id` Run, be reused under ``cfg``?"""
+    from clip4rec.train.run import made_with
+    as_id = json.loads(json.dumps(record))
+    as_id["config"]["model"]["variant"] = cfg.model.variant = "id"
+    return made_with(as_id, cfg, dataset)
+
+
+def test_a_run_saved_before_the_graph_existed_loads_without_one_and_is_not_mistaken_for_a_graph_run(ring, tmp_path):
+    from clip4rec.train.run import made_with
+    cfg, record, run, dataset = _run_saved_before("graph_k", "fused-id", ring, tmp_path)
     assert run.config.model.graph_k == 0 and not hasattr(run.model.item_side, "neighbours")
     torch.testing.assert_close(run.model.item_table().detach(), run.item_table)
-    dataset = Dataset.load(ring / "ds")
     assert made_with(record, cfg, dataset)
     cfg.model.graph_k = Config().model.graph_k  # today's default builds a graph: that is another recipe
     assert cfg.model.graph_k > 0 and not made_with(record, cfg, dataset)
     # Other variants have no ID rows to build it over: an `id` cell saved before the option is reused as it is.
-    as_id = json.loads(json.dumps(record))
-    as_id["config"]["model"]["variant"] = cfg.model.variant = "id"
-    assert made_with(as_id, cfg, dataset)
+    assert _is_reused_as_id(record, cfg, dataset)
 
 
 def test_a_run_saved_before_whitening_reads_as_unwhitened_and_an_id_run_is_reused_whatever_the_setting(ring, tmp_path):
-    from clip4rec.data.dataset import Dataset
     from clip4rec.train.run import made_with
-    cfg = config("text", ring / "store", epochs=1)
-    cfg.model.modalities, cfg.model.content_whiten = ["llm_text"], 0.0
-    train(ring / "ds", tmp_path / "old", cfg, progress=False)
-    record = json.loads((tmp_path / "old" / "config.json").read_text())
-    del record["config"]["model"]["content_whiten"]  # as config.json was written before the option existed
-    (tmp_path / "old" / "config.json").write_text(json.dumps(record))
-    run = Run.load(tmp_path / "old")
+    cfg, record, run, dataset = _run_saved_before("content_whiten", "text", ring, tmp_path)
     assert run.config.model.content_whiten == 0.0
     torch.testing.assert_close(run.model.item_table().detach(), run.item_table)  # its saved basis loads as it is
-    dataset = Dataset.load(ring / "ds")
     assert made_with(record, cfg, dataset)
     cfg.model.content_whiten = Config().model.content_whiten  # today's default whitens: another recipe
     assert cfg.model.content_whiten > 0 and not made_with(record, cfg, dataset)
-    as_id = json.loads(json.dumps(record))  # `id` reads no content: its cells are reused across the setting
-    as_id["config"]["model"]["variant"] = cfg.model.variant = "id"
-    assert made_with(as_id, cfg, dataset)
+    assert _is_reused_as_id(record, cfg, dataset)  # `id` reads no content: its cells are reused across the setting
