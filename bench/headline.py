@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clip4rec.model.build import TRAINING_FREE
+
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 COLUMNS = (("overall", "ndcg@10", "N@10"), ("overall", "recall@10", "R@10"), ("cold", "recall@10", "cold R@10"),
            ("tail", "recall@10", "tail R@10"), ("head", "ndcg@10", "head N@10"))
@@ -27,9 +29,17 @@ def cell(summary: dict[str, Any] | None) -> str:
     return text
 
 
+def training(report: dict[str, Any], variant: str) -> str:
+    """How a row's models were trained: none (a baseline), to early stopping, or cut at a time limit."""
+    if variant in TRAINING_FREE:  # the baselines: the same cells whatever the limit
+        return "none"
+    limit = report["base_config"]["train"].get("time_limit_s")
+    return f"capped {limit / 60:g} min" if limit else "early stopping"
+
+
 def table(report_dirs: list[Path]) -> str:
-    lines = ["| dataset | split | variant | item vectors | seeds | " + " | ".join(c[2] for c in COLUMNS) + " |",
-             "|" + "---|" * (5 + len(COLUMNS))]
+    lines = ["| dataset | split | variant | item vectors | training | seeds | " + " | ".join(c[2] for c in COLUMNS)
+             + " |", "|" + "---|" * (6 + len(COLUMNS))]
     notes = []
     for folder in report_dirs:
         report = json.loads((folder / "report.json").read_text())
@@ -40,7 +50,7 @@ def table(report_dirs: list[Path]) -> str:
                 vectors = " + ".join(report["item_vectors"].get(variant.partition("/")[0]) or []) or "learned IDs" \
                     if variant != "pop" else "training counts"
                 values = [cell((agg["metrics"].get(seg) or {}).get(metric)) for seg, metric, _ in COLUMNS]
-                row = f"| {name} | {split} | {variant} | {vectors} | {seeds} | " + " | ".join(values) + " |"
+                row = f"| {name} | {split} | {variant} | {vectors} | {training(report, variant)} | {seeds} | " + " | ".join(values) + " |"
                 if row not in lines:  # two reports of one dataset share their baselines' cells: show them once
                     lines.append(row)
         protocol = "seen items excluded" if report["base_config"]["eval"]["exclude_seen"] else "seen items ranked"
