@@ -50,7 +50,8 @@ def table(report_dirs: list[Path]) -> str:
                 vectors = " + ".join(report["item_vectors"].get(variant.partition("/")[0]) or []) or "learned IDs" \
                     if variant != "pop" else "training counts"
                 values = [cell((agg["metrics"].get(seg) or {}).get(metric)) for seg, metric, _ in COLUMNS]
-                row = f"| {name} | {split} | {variant} | {vectors} | {training(report, variant)} | {seeds} | " + " | ".join(values) + " |"
+                row = (f"| {name} | {split} | {variant} | {vectors} | {training(report, variant)} | {seeds} | "
+                       + " | ".join(values) + " |")
                 if row not in lines:  # two reports of one dataset share their baselines' cells: show them once
                     lines.append(row)
         protocol = "seen items excluded" if report["base_config"]["eval"]["exclude_seen"] else "seen items ranked"

@@ -14,7 +14,8 @@ def report(folder: Path, time_limit_s: float | None = None) -> Path:
     (folder / "report.json").write_text(json.dumps({
         "dataset": {"path": "/data/toy"}, "grid": {"seeds": [0, 1]},
         "item_vectors": {"id": [], "fused-id": ["lite:text"]},
-        "base_config": {"eval": {"exclude_seen": True}, "train": {"time_limit_s": time_limit_s}}, "command": "clip4rec compare toy",
+        "base_config": {"eval": {"exclude_seen": True}, "train": {"time_limit_s": time_limit_s}},
+        "command": "clip4rec compare toy",
         "aggregate": {"cold": {
             "pop": {"metrics": {"overall": {"ndcg@10": summary(0.05, 0.05, 0.05)}, "cold": None, "tail": None,
                                 "head": None}},
