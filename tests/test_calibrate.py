@@ -48,10 +48,12 @@ def test_training_fits_the_weight_and_saves_it_with_the_run(toy):
 
 def test_a_content_term_scaled_down_is_scaled_back_up(toy):
     """On the ring catalog the next item is the content neighbour of the last one, so content matters: with
-    its learned scales cut to a twentieth, the fit must pick a weight above 1, and fitting again changes nothing."""
+    its learned scales cut to a quarter, the fit must pick a weight above 1, and fitting again changes nothing.
+    (A quarter, so that the largest weight, 4, can restore them. Cut to a twentieth, a weight of 4 wins back only
+    part of the loss, and whether that part passed the paired test differed between two fresh installs.)"""
     run = Run.load(toy / "fused-id")
     with torch.no_grad():
-        run.model.item_side.knn_scale.mul_(0.05)
+        run.model.item_side.knn_scale.mul_(0.25)
     record = fit_content_weight(run.model, run.valid, exclude_seen=True)
     assert record["chosen"] > 1.0 and record["paired_p"] < 0.05
     assert record["valid_ndcg@10"][CONTENT_WEIGHTS.index(record["chosen"])] > record["valid_ndcg@10"][1] + 0.01
