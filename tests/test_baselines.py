@@ -51,6 +51,24 @@ def test_content_knn_score_is_the_cosine_to_the_history_profile(ring, tmp_path):
     np.testing.assert_allclose(run.model.score([history])[0].numpy(), expected, atol=1e-5)
 
 
+def test_content_knn_recency_weighs_the_item_t_steps_back_by_recency_to_the_t(ring, tmp_path):
+    cfg = config("content-knn", ring / "store")
+    cfg.model.knn_recency = 0.5
+    train(ring / "ds", tmp_path / "knn_recent", cfg, progress=False)
+    run = Run.load(tmp_path / "knn_recent")  # the saved config carries the recency back
+    _, raw, mask = EmbeddingStore.load(ring / "store").vectors("llm_text")
+    order = [int(i[1:]) for i in run.item_ids]
+    vectors = raw[order] - raw[order][mask[order]].mean(0)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    history = np.array([3, 4, 5, 6, 7, 8, 9, 10, 11, 12])  # only the last 8 count; 12 weighs 1, 11 0.5, ...
+    profile = sum(0.5 ** back * unit[item] for back, item in enumerate(history[::-1][:8]))
+    expected = unit @ (profile / np.linalg.norm(profile))
+    np.testing.assert_allclose(run.model.score([history])[0].numpy(), expected, atol=1e-5)
+    plain = Run.load(tmp_path / "knn_recent")
+    plain.model.tower.recency = 1.0  # the same Run with the plain mean ranks differently
+    assert not np.allclose(plain.model.score([history])[0].numpy(), expected, atol=1e-3)
+
+
 def test_content_knn_ranks_a_cold_item_that_matches_the_history_above_a_far_one(ring, tmp_path):
     metrics = train(ring / "ds", tmp_path / "knn2", config("content-knn", ring / "store"), progress=False)
     run = Run.load(tmp_path / "knn2")
@@ -75,3 +93,22 @@ def test_content_knn_new_item_vector_is_its_table_row(ring, tmp_path):
     k = int(run.item_ids[row][1:])
     raw = RingTextEncoder().encode_texts([f"item {k}"])["llm_text"][0]
     torch.testing.assert_close(side.vector_for({side.names[0]: raw}), side()[row], atol=1e-6, rtol=1e-5)
+
+
+def test_knn_recency_bench_reproduces_the_runs_own_metrics_at_recency_1(ring, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    report = tmp_path / "report"
+    metrics = train(ring / "ds", report / "runs" / "cold" / "content-knn" / "seed0",
+                    config("content-knn", ring / "store"), progress=False)
+    bench = Path(__file__).resolve().parents[1] / "bench" / "knn_recency.py"
+    subprocess.run([sys.executable, str(bench), str(report), "--split", "cold"], check=True, capture_output=True)
+    result = json.loads((report / "knn_recency_cold.json").read_text())
+    plain = result["mean"][0]
+    assert plain["recency"] == 1.0
+    assert plain["test_ndcg@10"] == pytest.approx(metrics["metrics"]["overall"]["ndcg@10"], abs=1e-9)
+    assert plain["test_cold_recall@10"] == pytest.approx(metrics["metrics"]["cold"]["recall@10"], abs=1e-9)
+    assert plain["test_tail_recall@10"] == pytest.approx(metrics["metrics"]["tail"]["recall@10"], abs=1e-9)
+    assert result["chosen"]["valid_ndcg@10"] == max(row["valid_ndcg@10"] for row in result["mean"])
+    assert "| 1 |" in (report / "knn_recency_cold.md").read_text()

@@ -3,8 +3,8 @@
 
 `pop`: every user gets the training popularity of each item (a one-column table of counts, a constant user).
 `content-knn`: the cosine between an item's frozen content vector and the user's profile, the mean of the
-content vectors of the last `max_len` items of the history; with several modalities, the cosines are
-averaged. Vectors are mean-centred over the catalog first: raw encoder vectors share a large common direction
+content vectors of the last `max_len` items of the history (or, with `model.knn_recency` below 1, their
+recency-weighted sum); with several modalities, the cosines are averaged. Vectors are mean-centred over the catalog first: raw encoder vectors share a large common direction
 that would make every item look alike. Nothing is learned, so it is the bar a trained content model must clear.
 """
 
@@ -96,12 +96,22 @@ def normalised_blocks(x: torch.Tensor, dims: list[int], scales: torch.Tensor | N
 
 
 class ProfileTower(nn.Module):
-    """User vector at each position = the per-modality normalised sum of the item vectors so far (causal);
-    the sequence it sees is already cut to the last max_len items."""
+    """User vector at each position = the per-modality normalised sum of the item vectors so far (causal), the
+    item t steps back weighted by recency^t (1: every item alike); the sequence it sees is already cut to the
+    last max_len items."""
 
-    def __init__(self, dims: list[int]):
+    def __init__(self, dims: list[int], recency: float = 1.0):
         super().__init__()
-        self.dims = dims
+        self.dims, self.recency = dims, recency
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return normalised_blocks((inputs * mask[..., None]).cumsum(dim=1), self.dims) / len(self.dims) ** 0.5
+        rows = inputs * mask[..., None]
+        if self.recency == 1.0:
+            profile = rows.cumsum(dim=1)
+        else:  # [L, L] lower-triangular weights recency^(t - j); L <= max_len, so the matrix is small
+            steps = torch.arange(rows.shape[1], device=rows.device)
+            back = steps[:, None] - steps[None, :]
+            weights = torch.where(back >= 0, self.recency ** back.clamp(min=0).to(rows.dtype),
+                                  torch.zeros((), dtype=rows.dtype, device=rows.device))
+            profile = torch.einsum("tj,bjd->btd", weights, rows)
+        return normalised_blocks(profile, self.dims) / len(self.dims) ** 0.5

@@ -67,7 +67,7 @@ def _with_tower(m: ModelConfig, item_side: torch.nn.Module, llm: dict[str, Any] 
     if m.variant == "pop":
         tower: torch.nn.Module = ConstantTower()
     elif m.variant == "content-knn":
-        tower = ProfileTower(item_side.dims)
+        tower = ProfileTower(item_side.dims, recency=m.knn_recency)
     else:
         tower = build_tower(m, llm)
     return SequentialRecommender(item_side, tower, m.max_len, repeat_term=repeat_term)
