@@ -105,13 +105,17 @@ class ProfileTower(nn.Module):
         self.dims, self.recency = dims, recency
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        rows = inputs * mask[..., None]
-        if self.recency == 1.0:
-            profile = rows.cumsum(dim=1)
-        else:  # [L, L] lower-triangular weights recency^(t - j); L <= max_len, so the matrix is small
-            steps = torch.arange(rows.shape[1], device=rows.device)
-            back = steps[:, None] - steps[None, :]
-            weights = torch.where(back >= 0, self.recency ** back.clamp(min=0).to(rows.dtype),
-                                  torch.zeros((), dtype=rows.dtype, device=rows.device))
-            profile = torch.einsum("tj,bjd->btd", weights, rows)
+        profile = recency_cumsum(inputs * mask[..., None], self.recency)
         return normalised_blocks(profile, self.dims) / len(self.dims) ** 0.5
+
+
+def recency_cumsum(rows: torch.Tensor, recency: float) -> torch.Tensor:
+    """[B, L, d] -> [B, L, d]: at each position t, sum over j <= t of recency^(t - j) * rows[:, j] (1: cumsum)."""
+    if recency == 1.0:
+        return rows.cumsum(dim=1)
+    # [L, L] lower-triangular weights; L <= max_len, so the matrix is small
+    steps = torch.arange(rows.shape[1], device=rows.device)
+    back = steps[:, None] - steps[None, :]
+    weights = torch.where(back >= 0, recency ** back.clamp(min=0).to(rows.dtype),
+                          torch.zeros((), dtype=rows.dtype, device=rows.device))
+    return torch.einsum("tj,bjd->btd", weights, rows)

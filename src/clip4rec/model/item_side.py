@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clip4rec.model.baselines import centred_unit, normalised_blocks
+from clip4rec.model.baselines import centred_unit, normalised_blocks, recency_cumsum
 
 
 class IdItemTable(nn.Module):
@@ -56,7 +56,7 @@ class ContentIdItems(nn.Module):
 
     def __init__(self, modalities: dict[str, tuple[np.ndarray, np.ndarray]], train_counts: np.ndarray,
                  hidden: int, use_ids: bool, id_dropout: float = 0.0, init_std: float = 0.02,
-                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0):
+                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0, knn_recency: float = 1.0):
         super().__init__()
         if not modalities:
             raise ValueError("a content item side needs at least one modality")
@@ -87,7 +87,7 @@ class ContentIdItems(nn.Module):
         # lr per step, so a large start (5) took tens of epochs to undo where content helps little (ML-100K
         # cold split, seed 0, fused-id on MiniLM text: validation NDCG@10 0.121 from 1.0, 0.104 from 5).
         self.knn_scale = nn.Parameter(torch.full((len(self.dims),), float(knn_scale)))
-        self._add_content_weight()
+        self._add_content_weight(knn_recency)
         if use_ids:
             # ID rows start at the item's mapped content (PCA init): an item starts where its content puts it.
             self.ids = nn.Embedding(len(train_counts), hidden)
@@ -99,7 +99,8 @@ class ContentIdItems(nn.Module):
 
     @classmethod
     def empty(cls, names: list[str], raw_dims: list[int], dims: list[int], n_items: int, hidden: int,
-              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0) -> "ContentIdItems":
+              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0,
+              knn_recency: float = 1.0) -> "ContentIdItems":
         """The same modules and buffer shapes, zero-filled and computed from nothing: the skeleton a saved Run
         fills with load_state_dict, so loading one needs neither its stores nor the standardisation and SVD."""
         self = cls.__new__(cls)
@@ -113,7 +114,7 @@ class ContentIdItems(nn.Module):
         self.register_buffer("seen", torch.zeros(n_items, dtype=torch.bool))
         self.mapper = nn.Linear(self.channel_dims, hidden)
         self.knn_scale = nn.Parameter(torch.zeros(len(dims)))
-        self._add_content_weight()
+        self._add_content_weight(knn_recency)
         if use_ids:
             self.ids = nn.Embedding(n_items, hidden)
         self._add_graph(graph_k)
@@ -131,10 +132,13 @@ class ContentIdItems(nn.Module):
         """[..., hidden]: graph_weight x the mean ID row of each row of `neighbours` ([..., k] item indices)."""
         return self.graph_weight * self.ids.weight[neighbours].mean(-2)
 
-    def _add_content_weight(self) -> None:
-        # A multiple of the learned knn scales, fitted on validation after training (train.calibrate), not by
-        # the loss. A Run saved before it existed loads with 1, which is what it computed.
+    def _add_content_weight(self, knn_recency: float) -> None:
+        # A multiple of the learned knn scales, and the recency of the knn term's profile (the history item t
+        # steps back weighs knn_recency^t; model.knn_recency at training), both fitted on validation after
+        # training (train.calibrate), not by the loss. A Run saved before either existed loads with 1, which is
+        # what it computed.
         self.register_buffer("content_weight", torch.ones(()))
+        self.register_buffer("knn_recency", torch.tensor(float(knn_recency)))
         self.register_load_state_dict_pre_hook(_default_content_weight)
 
     def _content_block(self, vectors: np.ndarray, mask: np.ndarray, i: int) -> np.ndarray:
@@ -163,11 +167,12 @@ class ContentIdItems(nn.Module):
 
     def profile(self, items: torch.Tensor, mask: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, channel_dims]: per modality, its knn_scale x the normalised sum of the history's content
-        vectors so far (causal), so that profile . c_i = sum_m knn_scale_m * cos_m / sqrt(M). `content`: the
+        vectors so far (causal; the one t steps back weighted by knn_recency^t), so that profile . c_i = sum_m knn_scale_m * cos_m / sqrt(M). `content`: the
         content columns of the table being scored (default: the trained items'), which a service extends with
         every item it publishes, so that a history may hold one."""
         content = self.content if content is None else content
-        history = (F.embedding(items.clamp(min=0), content) * mask[..., None]).cumsum(dim=1)
+        history = recency_cumsum(F.embedding(items.clamp(min=0), content) * mask[..., None],
+                                 float(self.knn_recency))
         return normalised_blocks(history, self.dims, self.knn_scale * self.content_weight)
 
     def vector_for(self, content: dict[str, np.ndarray], index: int | None = None) -> torch.Tensor:
@@ -213,8 +218,10 @@ def content_neighbours(queries: torch.Tensor, content: torch.Tensor, known: torc
 
 
 def _default_content_weight(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
-    """Load-time hook: a state dict saved before content_weight existed gets 1 (what that model computed)."""
+    """Load-time hook: a state dict saved before content_weight or knn_recency existed gets 1 for it (what that
+    model computed)."""
     state_dict.setdefault(prefix + "content_weight", torch.ones(()))
+    state_dict.setdefault(prefix + "knn_recency", torch.ones(()))
 
 
 def principal_directions(centred: np.ndarray, k: int, whiten: float = 0.0) -> np.ndarray:
