@@ -50,10 +50,11 @@ class ModelConfig(Strict):
     # before L2 normalisation (0 = plain PCA, 1 = full whitening, as BERT-whitening), so that the few directions
     # every text shares do not dominate every cosine. 0.5 was chosen by validation; see docs/content_recipes.md.
     content_whiten: float = Field(0.5, ge=0.0, le=1.0)
-    # The knn profile: the history item t steps back weighs knn_recency^t. For content-knn, 1 = the plain mean of
+    # content-knn only: the history item t steps back weighs knn_recency^t in its profile. 1 = the plain mean of
     # issue 12's baseline; below 1, a recency-weighted knn, a stronger training-free bar where the next item
-    # follows the last few (bench/knn_recency.py picks it on validation). Trained content variants are trained
-    # with it, and train.calibrate then fits it on validation with the content weight (docs/content_recipes.md).
+    # follows the last few (bench/knn_recency.py picks it on validation). Trained content variants train their
+    # knn term at 1 and fit its recency on validation afterwards (train.calibrate); training at another
+    # recency lost on validation (docs/content_recipes.md, item 14), so this setting does not reach them.
     knn_recency: float = Field(1.0, gt=0.0, le=1.0)
     # Trained variants, where seen items are ranked (eval.exclude_seen false): a learned bias for "this item is
     # in the user's window", so that whether users repeat items is learned from the data. See

@@ -35,8 +35,7 @@ def fit_content_weight_of_finished(run_dir: str | Path, progress: bool = False) 
         return False
     run = Run.load(run_dir)
     ev = run.config.eval
-    record = fit_content_weight(run.model, run.valid, ev.exclude_seen, ev.batch_size,
-                                trained=run.config.model.knn_recency)
+    record = fit_content_weight(run.model, run.valid, ev.exclude_seen, ev.batch_size)
     training["content_weight"] = record
     if record is not None:
         run.save(run_dir)

@@ -4,8 +4,9 @@
 `pop`: every user gets the training popularity of each item (a one-column table of counts, a constant user).
 `content-knn`: the cosine between an item's frozen content vector and the user's profile, the mean of the
 content vectors of the last `max_len` items of the history (or, with `model.knn_recency` below 1, their
-recency-weighted sum); with several modalities, the cosines are averaged. Vectors are mean-centred over the catalog first: raw encoder vectors share a large common direction
-that would make every item look alike. Nothing is learned, so it is the bar a trained content model must clear.
+recency-weighted sum); with several modalities, the cosines are averaged. Vectors are mean-centred over the
+catalog first: raw encoder vectors share a large common direction that would make every item look alike.
+Nothing is learned, so it is the bar a trained content model must clear.
 """
 
 from __future__ import annotations

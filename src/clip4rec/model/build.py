@@ -57,8 +57,7 @@ def build_model(config: Config, train_counts: np.ndarray, content: Content | Non
         item_side = IdItemTable(len(train_counts), m.hidden)
     else:
         item_side = ContentIdItems(content, train_counts, m.hidden, use_ids=m.variant == "fused-id",
-                                   id_dropout=m.id_dropout, graph_k=m.graph_k, whiten=m.content_whiten,
-                                   knn_recency=m.knn_recency)
+                                   id_dropout=m.id_dropout, graph_k=m.graph_k, whiten=m.content_whiten)
     return _with_tower(m, item_side, repeat_term=has_repeat_term(config))
 
 
@@ -123,5 +122,5 @@ def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]],
     else:
         item_side = ContentIdItems.empty(names, [s["raw_dim"] for s in shapes], dims, n_items, m.hidden,
                                          use_ids=m.variant == "fused-id", id_dropout=m.id_dropout,
-                                         graph_k=m.graph_k, knn_recency=m.knn_recency)
+                                         graph_k=m.graph_k)
     return _with_tower(m, item_side, llm, repeat_term=has_repeat_term(config))

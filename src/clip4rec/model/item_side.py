@@ -56,7 +56,7 @@ class ContentIdItems(nn.Module):
 
     def __init__(self, modalities: dict[str, tuple[np.ndarray, np.ndarray]], train_counts: np.ndarray,
                  hidden: int, use_ids: bool, id_dropout: float = 0.0, init_std: float = 0.02,
-                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0, knn_recency: float = 1.0):
+                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0):
         super().__init__()
         if not modalities:
             raise ValueError("a content item side needs at least one modality")
@@ -87,7 +87,7 @@ class ContentIdItems(nn.Module):
         # lr per step, so a large start (5) took tens of epochs to undo where content helps little (ML-100K
         # cold split, seed 0, fused-id on MiniLM text: validation NDCG@10 0.121 from 1.0, 0.104 from 5).
         self.knn_scale = nn.Parameter(torch.full((len(self.dims),), float(knn_scale)))
-        self._add_content_weight(knn_recency)
+        self._add_content_weight()
         if use_ids:
             # ID rows start at the item's mapped content (PCA init): an item starts where its content puts it.
             self.ids = nn.Embedding(len(train_counts), hidden)
@@ -99,8 +99,7 @@ class ContentIdItems(nn.Module):
 
     @classmethod
     def empty(cls, names: list[str], raw_dims: list[int], dims: list[int], n_items: int, hidden: int,
-              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0,
-              knn_recency: float = 1.0) -> "ContentIdItems":
+              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0) -> "ContentIdItems":
         """The same modules and buffer shapes, zero-filled and computed from nothing: the skeleton a saved Run
         fills with load_state_dict, so loading one needs neither its stores nor the standardisation and SVD."""
         self = cls.__new__(cls)
@@ -114,7 +113,7 @@ class ContentIdItems(nn.Module):
         self.register_buffer("seen", torch.zeros(n_items, dtype=torch.bool))
         self.mapper = nn.Linear(self.channel_dims, hidden)
         self.knn_scale = nn.Parameter(torch.zeros(len(dims)))
-        self._add_content_weight(knn_recency)
+        self._add_content_weight()
         if use_ids:
             self.ids = nn.Embedding(n_items, hidden)
         self._add_graph(graph_k)
@@ -132,13 +131,12 @@ class ContentIdItems(nn.Module):
         """[..., hidden]: graph_weight x the mean ID row of each row of `neighbours` ([..., k] item indices)."""
         return self.graph_weight * self.ids.weight[neighbours].mean(-2)
 
-    def _add_content_weight(self, knn_recency: float) -> None:
+    def _add_content_weight(self) -> None:
         # A multiple of the learned knn scales, and the recency of the knn term's profile (the history item t
-        # steps back weighs knn_recency^t; model.knn_recency at training), both fitted on validation after
-        # training (train.calibrate), not by the loss. A Run saved before either existed loads with 1, which is
-        # what it computed.
+        # steps back weighs knn_recency^t; trained at 1, the plain sum), both fitted on validation after training
+        # (train.calibrate), not by the loss. A Run saved before either existed loads with 1, what it computed.
         self.register_buffer("content_weight", torch.ones(()))
-        self.register_buffer("knn_recency", torch.tensor(float(knn_recency)))
+        self.register_buffer("knn_recency", torch.ones(()))
         self.register_load_state_dict_pre_hook(_default_content_weight)
 
     def _content_block(self, vectors: np.ndarray, mask: np.ndarray, i: int) -> np.ndarray:
@@ -167,8 +165,8 @@ class ContentIdItems(nn.Module):
 
     def profile(self, items: torch.Tensor, mask: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, channel_dims]: per modality, its knn_scale x the normalised sum of the history's content
-        vectors so far (causal; the one t steps back weighted by knn_recency^t), so that profile . c_i = sum_m knn_scale_m * cos_m / sqrt(M). `content`: the
-        content columns of the table being scored (default: the trained items'), which a service extends with
+        vectors so far (causal; the one t steps back weighted by knn_recency^t), so that profile . c_i =
+        sum_m knn_scale_m * cos_m / sqrt(M). `content`: the content columns of the table being scored (default: the trained items'), which a service extends with
         every item it publishes, so that a history may hold one."""
         content = self.content if content is None else content
         history = recency_cumsum(F.embedding(items.clamp(min=0), content) * mask[..., None],

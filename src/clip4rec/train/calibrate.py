@@ -37,12 +37,12 @@ RULE = ("best validation NDCG@10 over content weight x knn recency, kept if bett
 
 
 def fit_content_weight(model: SequentialRecommender, cases: EvalCases, exclude_seen: bool,
-                       batch_size: int = 1024, trained: float = 1.0, weights: tuple[float, ...] = CONTENT_WEIGHTS,
+                       batch_size: int = 1024, weights: tuple[float, ...] = CONTENT_WEIGHTS,
                        recencies: tuple[float, ...] = KNN_RECENCIES) -> dict[str, Any] | None:
     """Set the model's content weight (item_side.content_weight, a multiple of its learned knn scales) and the
     recency of its knn profile (item_side.knn_recency) to the pair with the best NDCG@10 on `cases` (validation),
-    if that beats the trained setting (weight 1 at `trained`, the model.knn_recency it was trained with) by a
-    one-sided paired t-test over the cases at p < MAX_P; else to the trained setting. Sets, never multiplies, so
+    if that beats the trained setting (weight 1, recency 1: the plain sum) by a one-sided paired t-test over the
+    cases at p < MAX_P; else to the trained setting. Sets, never multiplies, so
     fitting twice gives the same model. Returns what was tried and chosen, or None for a model without a
     content term."""
     side = model.item_side
@@ -50,6 +50,7 @@ def fit_content_weight(model: SequentialRecommender, cases: EvalCases, exclude_s
         return None
     model.eval()
     channel = side.channel_dims
+    trained = 1.0  # every content variant is trained with the plain sum (docs/content_recipes.md, item 14)
     tried = tuple(dict.fromkeys((trained, *recencies)))
     ranks: dict[tuple[float, float], list[np.ndarray]] = {(r, w): [] for r in tried for w in weights}
     with torch.inference_mode():

@@ -203,8 +203,7 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
     from safetensors.torch import load_file
     model.load_state_dict(load_file(run_dir / BEST_WEIGHTS))
     # The Run saved next holds the fitted weight; a resumed run fits it again to the same value (it is set).
-    content_weight = fit_content_weight(model, split.valid, config.eval.exclude_seen, config.eval.batch_size,
-                                        trained=config.model.knn_recency)
+    content_weight = fit_content_weight(model, split.valid, config.eval.exclude_seen, config.eval.batch_size)
     epochs = len(state["history"])
     per_epoch = float(np.mean([h["epoch_s"] for h in state["history"]])) if epochs else 0.0
     return TrainResult(state["best_epoch"], state["best"], epochs, per_epoch, state["train_seconds"],
