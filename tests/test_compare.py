@@ -105,6 +105,21 @@ def test_aggregate_is_the_t_interval_over_the_seeds_metrics(grid):
     assert agg["training"]["train_seconds"]["per_seed"] == [r["training"]["train_seconds"] for r in runs]
 
 
+def test_report_shows_each_runs_fitted_knn_term(grid):
+    root, report, _ = grid
+    fits = [json.loads((cell_dir(root / "report", "cold", "fused-id", s) / "training.json").read_text())
+            ["content_weight"] for s in (0, 1)]
+    got = report["aggregate"]["cold"]["fused-id"]["knn_fit"]
+    assert got["weight"] == [f["chosen"] for f in fits] and got["recency"] == [f["chosen_recency"] for f in fits]
+    assert got["paired_p"] == [f["paired_p"] for f in fits] and got["rule"] == fits[0]["rule"]
+    assert report["aggregate"]["cold"]["id"]["knn_fit"] is None  # no content term to fit
+    md = (root / "report" / "report.md").read_text()
+    row = f"| fused-id | {fits[0]['chosen']:g}, {fits[1]['chosen']:g} | {fits[0]['chosen_recency']:g}, " \
+          f"{fits[1]['chosen_recency']:g} | {fits[0]['paired_p']:.2g}, {fits[1]['paired_p']:.2g} |"
+    assert md.count("### Knn term fitted on validation (per seed)") == 2 and row in md
+    assert f"Rule: {fits[0]['rule']}." in md
+
+
 def test_significance_from_trec_matches_the_runs_metrics(grid):
     # Leave-one-out test users are the same for every seed, so the pooled per-user mean must equal the
     # mean over seeds of each run's own ndcg@10 (the run files hold every rank <= 10 here).

@@ -153,10 +153,24 @@ def aggregate_cells(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "parameters_trainable": _one_or_all([t.get("parameters_trainable") for t in training]),
         "peak_memory_kind": _one_or_all([(t.get("peak_memory") or {}).get("kind") for t in training]),
         "other_protocol": other,
+        "knn_fit": knn_fits(training),
         # What a recipe is chosen by (never the test): validation NDCG@10 over all validation cases.
         "valid_ndcg@10": seed_summary([((r.get("valid") or {}).get("metrics", {}).get("overall") or {}).get("ndcg@10")
                                        for r in runs]),
     }
+
+
+def knn_fits(training: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per seed, what train.calibrate chose for the knn term on validation (content weight, profile recency, the
+    paired p of the best setting against the trained one), and the rule it was chosen by. None for a variant
+    without a content term."""
+    fits = [t.get("content_weight") for t in training]
+    if not any(fits):
+        return None
+    return {"rule": _one_or_all([f.get("rule") for f in fits if f]),
+            "weight": [f.get("chosen") if f else None for f in fits],
+            "recency": [f.get("chosen_recency", 1.0) if f else None for f in fits],  # older Runs fitted weight only
+            "paired_p": [f.get("paired_p") if f else None for f in fits]}
 
 
 def _one_or_all(values: Sequence[Any]) -> Any:

@@ -178,7 +178,23 @@ def _split_tables(report: dict[str, Any], split: str) -> list[str]:
     lines += _table(["variant", "parameters", "train s", "s / epoch", "best epoch", "epochs run"],
                     [[v, str(agg[v]["parameters"]), *(_training_cell(agg[v]["training"][f], f) for f in TRAINING_FIELDS)]
                      for v in variants])
-    return lines + _tower_lines(report, split)
+    return lines + _knn_fit_lines(agg, variants) + _tower_lines(report, split)
+
+
+def _knn_fit_lines(agg: dict[str, Any], variants: Sequence[str]) -> list[str]:
+    """The knn term each content Run kept after training (train.calibrate), per seed; absent from older reports."""
+    fits = {v: agg[v].get("knn_fit") for v in variants if agg[v].get("knn_fit")}
+    if not fits:
+        return []
+    rules = sorted({r for f in fits.values() for r in _as_list(f["rule"])})
+
+    def seeds(values: Sequence[Any], fmt: str) -> str:
+        return ", ".join("-" if x is None else format(x, fmt) for x in values)
+    return ["### Knn term fitted on validation (per seed)", "",
+            *_table(["variant", "content weight", "profile recency", "paired p (best vs trained)"],
+                    [[v, seeds(f["weight"], "g"), seeds(f["recency"], "g"), seeds(f["paired_p"], ".2g")]
+                     for v, f in fits.items()]),
+            *(f"Rule: {r}." for r in rules), ""]
 
 
 def _tower_lines(report: dict[str, Any], split: str) -> list[str]:
