@@ -325,6 +325,39 @@ def test_a_run_saved_before_whitening_reads_as_unwhitened_and_an_id_run_is_reuse
     assert _is_reused_as_id(record, cfg, dataset)  # `id` reads no content: its cells are reused across the setting
 
 
+def test_a_run_saved_before_the_content_mlp_reads_as_a_linear_map_and_fused_id_cells_are_reused(ring, tmp_path):
+    from clip4rec.train.run import made_with
+    cfg, record, run, dataset = _run_saved_before("content_mlp", "text", ring, tmp_path)
+    assert run.config.model.content_mlp == 0 and run.model.item_side.adapter is None
+    torch.testing.assert_close(run.model.item_table().detach(), run.item_table)
+    assert made_with(record, cfg, dataset)
+    cfg.model.content_mlp = Config().model.content_mlp  # today's default widens the map: another recipe
+    assert cfg.model.content_mlp > 0 and not made_with(record, cfg, dataset)
+    assert _is_reused_as_id(record, cfg, dataset)
+    as_fused_id = json.loads(json.dumps(record))
+    as_fused_id["config"]["model"]["variant"] = cfg.model.variant = "fused-id"  # keeps the linear map
+    assert made_with(as_fused_id, cfg, dataset)
+
+
+def test_the_content_only_map_starts_at_its_pca_and_only_content_only_variants_get_the_mlp():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(30, 12)).astype(np.float32)
+    counts = np.arange(30) % 2
+    side = ContentIdItems({"t": (vectors, np.ones(30, bool))}, counts, hidden=4, use_ids=False, mlp=16)
+    assert side.adapter is not None and side.adapter[0].out_features == 16
+    # The MLP's output layer starts at zero: the table starts exactly at the linear PCA map.
+    torch.testing.assert_close(side()[:, :4].detach(), side.mapper(side.content).detach())
+    side.adapter[2].weight.data.fill_(0.1)  # once trained, it adds a non-linear function of the content
+    extra = side()[:, :4].detach() - side.mapper(side.content).detach()
+    hidden = torch.nn.functional.gelu(side.content @ side.adapter[0].weight.T + side.adapter[0].bias)
+    torch.testing.assert_close(extra, (hidden @ side.adapter[2].weight.T).detach(), atol=1e-5, rtol=1e-5)
+    row = side.vector_for({"t": vectors[3]})
+    torch.testing.assert_close(row, side()[3].detach(), atol=1e-5, rtol=1e-5)  # a published item: same map
+    with_ids = ContentIdItems({"t": (vectors, np.ones(30, bool))}, counts, hidden=4, use_ids=True, mlp=16)
+    assert with_ids.adapter is None  # fused-id keeps the linear map (validation level, content_recipes item 17)
+    assert ContentIdItems({"t": (vectors, np.ones(30, bool))}, counts, hidden=4, use_ids=False).adapter is None
+
+
 def test_the_knn_terms_profile_weighs_the_item_t_steps_back_by_knn_recency():
     rng = np.random.default_rng(4)
     vectors = rng.normal(size=(20, 6)).astype(np.float32)

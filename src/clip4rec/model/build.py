@@ -57,7 +57,8 @@ def build_model(config: Config, train_counts: np.ndarray, content: Content | Non
         item_side = IdItemTable(len(train_counts), m.hidden)
     else:
         item_side = ContentIdItems(content, train_counts, m.hidden, use_ids=m.variant == "fused-id",
-                                   id_dropout=m.id_dropout, graph_k=m.graph_k, whiten=m.content_whiten)
+                                   id_dropout=m.id_dropout, graph_k=m.graph_k, whiten=m.content_whiten,
+                                   mlp=m.content_mlp)
     return _with_tower(m, item_side, repeat_term=has_repeat_term(config))
 
 
@@ -122,5 +123,5 @@ def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]],
     else:
         item_side = ContentIdItems.empty(names, [s["raw_dim"] for s in shapes], dims, n_items, m.hidden,
                                          use_ids=m.variant == "fused-id", id_dropout=m.id_dropout,
-                                         graph_k=m.graph_k)
+                                         graph_k=m.graph_k, mlp=m.content_mlp)
     return _with_tower(m, item_side, llm, repeat_term=has_repeat_term(config))

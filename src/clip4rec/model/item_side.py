@@ -39,7 +39,9 @@ class ContentIdItems(nn.Module):
     The content term is the training-free content-knn score with one learned scale: it keeps what the frozen
     encoder knows about which items are alike, which a map fitted to warm items alone loses (trained content
     maps rank unseen items far below content-knn). r_i is the item's ID embedding when it has one, else
-    mapper(c_i), a linear content->ID map (every item, in the content-only variants).
+    mapper(c_i), a linear content->ID map (every item, in the content-only variants). In the content-only
+    variants a residual MLP (`mlp` wide, its output layer starting at zero, so the map starts at the PCA) is added
+    to the linear map: with no ID rows, the table needs it to tell warm items apart.
 
     With `use_ids` (fused-id), each training step a random share `id_dropout` of the known items is scored as
     if it had no ID (DropoutNet): the mapper and the knn scale are trained by the recommendation loss to put an
@@ -56,7 +58,7 @@ class ContentIdItems(nn.Module):
 
     def __init__(self, modalities: dict[str, tuple[np.ndarray, np.ndarray]], train_counts: np.ndarray,
                  hidden: int, use_ids: bool, id_dropout: float = 0.0, init_std: float = 0.02,
-                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0):
+                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0, mlp: int = 0):
         super().__init__()
         if not modalities:
             raise ValueError("a content item side needs at least one modality")
@@ -82,6 +84,7 @@ class ContentIdItems(nn.Module):
         with torch.no_grad():
             self.mapper.weight.copy_(torch.from_numpy(weight))
             self.mapper.bias.copy_(torch.from_numpy(bias))
+        self.adapter = content_adapter(content.shape[1], hidden, mlp) if not use_ids else None
         # One scale per modality: the content term is a learned weighted mean of per-modality cosines, so a
         # weak modality (ML-100K's posters) cannot drown a strong one. It starts small: Adam moves it by about
         # lr per step, so a large start (5) took tens of epochs to undo where content helps little (ML-100K
@@ -92,14 +95,14 @@ class ContentIdItems(nn.Module):
             # ID rows start at the item's mapped content (PCA init): an item starts where its content puts it.
             self.ids = nn.Embedding(len(train_counts), hidden)
             with torch.no_grad():
-                self.ids.weight.copy_(self.mapper(self.content))
+                self.ids.weight.copy_(self._map(self.content))
         self._add_graph(graph_k)
         if self.graph_k:
             self.neighbours.copy_(content_neighbours(self.content, self.content, self.seen, graph_k))
 
     @classmethod
     def empty(cls, names: list[str], raw_dims: list[int], dims: list[int], n_items: int, hidden: int,
-              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0) -> "ContentIdItems":
+              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0, mlp: int = 0) -> "ContentIdItems":
         """The same modules and buffer shapes, zero-filled and computed from nothing: the skeleton a saved Run
         fills with load_state_dict, so loading one needs neither its stores nor the standardisation and SVD."""
         self = cls.__new__(cls)
@@ -112,6 +115,7 @@ class ContentIdItems(nn.Module):
         self.register_buffer("content", torch.zeros(n_items, self.channel_dims))
         self.register_buffer("seen", torch.zeros(n_items, dtype=torch.bool))
         self.mapper = nn.Linear(self.channel_dims, hidden)
+        self.adapter = content_adapter(self.channel_dims, hidden, mlp) if not use_ids else None
         self.knn_scale = nn.Parameter(torch.zeros(len(dims)))
         self._add_content_weight()
         if use_ids:
@@ -145,8 +149,13 @@ class ContentIdItems(nn.Module):
         projected = (vectors.astype(np.float64) - mean) @ basis
         return centred_unit(projected, mask, np.zeros(basis.shape[1])) / len(self.raw_dims) ** 0.5
 
+    def _map(self, content: torch.Tensor) -> torch.Tensor:
+        """[n, hidden]: the content->ID map of content rows (linear, plus the residual MLP if there is one)."""
+        mapped = self.mapper(content)
+        return mapped + self.adapter(content) if self.adapter is not None else mapped
+
     def _rows(self, known: torch.Tensor) -> torch.Tensor:
-        mapped = self.mapper(self.content)
+        mapped = self._map(self.content)
         if not self.use_ids:
             return mapped
         rows = torch.where(known[:, None], self.ids.weight, mapped)
@@ -185,11 +194,22 @@ class ContentIdItems(nn.Module):
         c = torch.from_numpy(np.concatenate(blocks, axis=1)[0].astype(np.float32))
         with torch.no_grad():
             known = self.use_ids and index is not None and bool(self.seen[index])
-            row = self.ids.weight[index] if known else self.mapper(c)
+            row = self.ids.weight[index] if known else self._map(c)
             if self.graph_k:  # its neighbours by the content it is published with
                 row = row + self._graph_term(content_neighbours(c[None], self.content, self.seen, self.graph_k,
                                                                 exclude=index)[0])
             return torch.cat([row, c])
+
+
+def content_adapter(d_in: int, hidden: int, width: int) -> nn.Module | None:
+    """A residual MLP beside the linear content map (None for width 0). Its output layer starts at zero, so the
+    map starts exactly at the PCA init and the MLP adds only what training asks of it."""
+    if width <= 0:
+        return None
+    mlp = nn.Sequential(nn.Linear(d_in, width), nn.GELU(), nn.Linear(width, hidden))
+    nn.init.zeros_(mlp[2].weight)
+    nn.init.zeros_(mlp[2].bias)
+    return mlp
 
 
 def content_neighbours(queries: torch.Tensor, content: torch.Tensor, known: torch.Tensor, k: int,

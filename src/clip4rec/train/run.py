@@ -85,6 +85,8 @@ def _settings_that_count(config: Config) -> dict[str, Any]:
         settings["model"]["graph_k"] = 0
     if config.model.variant in ("id", *TRAINING_FREE):  # read no principal basis of content to whiten
         settings["model"]["content_whiten"] = 0.0
+    if config.model.variant in ("id", "fused-id", *TRAINING_FREE):  # no content-only map to widen
+        settings["model"]["content_mlp"] = 0
     settings["model"]["repeat_term"] = has_repeat_term(config)  # not built under exclude_seen: same Run either way
     return settings
 
