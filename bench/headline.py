@@ -37,6 +37,15 @@ def training(report: dict[str, Any], variant: str) -> str:
     return f"capped {limit / 60:g} min" if limit else "early stopping"
 
 
+CONTENT_ONLY = ("text", "image", "fused")
+
+
+def content_map(report: dict[str, Any]) -> str:
+    """How a content-only row maps content to its table: the MLP since model.content_mlp (a report made before
+    it records no value and used the linear map)."""
+    return "MLP map" if report["base_config"].get("model", {}).get("content_mlp", 0) else "linear map"
+
+
 def table(report_dirs: list[Path]) -> str:
     lines = ["| dataset | split | variant | item vectors | training | seeds | " + " | ".join(c[2] for c in COLUMNS)
              + " |", "|" + "---|" * (6 + len(COLUMNS))]
@@ -49,6 +58,8 @@ def table(report_dirs: list[Path]) -> str:
             for variant, agg in per_variant.items():  # a row per arm: "variant", or "variant/backbone" (LLM tower)
                 vectors = " + ".join(report["item_vectors"].get(variant.partition("/")[0]) or []) or "learned IDs" \
                     if variant != "pop" else "training counts"
+                if variant.partition("/")[0] in CONTENT_ONLY:
+                    vectors += f" ({content_map(report)})"
                 values = [cell((agg["metrics"].get(seg) or {}).get(metric)) for seg, metric, _ in COLUMNS]
                 row = (f"| {name} | {split} | {variant} | {vectors} | {training(report, variant)} | {seeds} | "
                        + " | ".join(values) + " |")

@@ -8,13 +8,14 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "headline.py"
 
 
-def report(folder: Path, time_limit_s: float | None = None) -> Path:
+def report(folder: Path, time_limit_s: float | None = None, content_mlp: int | None = None) -> Path:
     summary = lambda mean, lo, hi: {"mean": mean, "ci": [lo, hi], "ci_kind": "t over seeds"}  # noqa: E731
     folder.mkdir()
     (folder / "report.json").write_text(json.dumps({
         "dataset": {"path": "/data/toy"}, "grid": {"seeds": [0, 1]},
-        "item_vectors": {"id": [], "fused-id": ["lite:text"]},
-        "base_config": {"eval": {"exclude_seen": True}, "train": {"time_limit_s": time_limit_s}},
+        "item_vectors": {"id": [], "fused-id": ["lite:text"], "text": ["lite:text"]},
+        "base_config": {"eval": {"exclude_seen": True}, "train": {"time_limit_s": time_limit_s},
+                        "model": {} if content_mlp is None else {"content_mlp": content_mlp}},
         "command": "clip4rec compare toy",
         "aggregate": {"cold": {
             "pop": {"metrics": {"overall": {"ndcg@10": summary(0.05, 0.05, 0.05)}, "cold": None, "tail": None,
@@ -22,14 +23,16 @@ def report(folder: Path, time_limit_s: float | None = None) -> Path:
             "id": {"metrics": {"overall": {"ndcg@10": summary(0.1, 0.09, 0.11), "recall@10": summary(0.2, 0.2, 0.2)},
                                "cold": {"recall@10": summary(0.0, 0.0, 0.0)}, "tail": None, "head": None}},
             "fused-id": {"metrics": {"overall": {"ndcg@10": summary(0.12, 0.1, 0.14)}, "cold": None,
-                                     "tail": None, "head": None}}}}}))
+                                     "tail": None, "head": None}},
+            "text": {"metrics": {"overall": {"ndcg@10": summary(0.07, 0.07, 0.07)}, "cold": None,
+                                 "tail": None, "head": None}}}}}))
     return folder
 
 
 def test_headline_table_replaces_only_the_marked_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\nbefore\n<!-- headline:start -->\nold table\n<!-- headline:end -->\nafter\n")
-    capped = report(tmp_path / "capped", time_limit_s=1080.0)
+    capped = report(tmp_path / "capped", time_limit_s=1080.0, content_mlp=256)
     subprocess.run([sys.executable, str(BENCH), str(report(tmp_path / "r")), str(capped), "--readme", str(readme)],
                    check=True)
     text = readme.read_text()
@@ -38,6 +41,10 @@ def test_headline_table_replaces_only_the_marked_block(tmp_path):
     row = "| toy | cold | id | learned IDs | {} | 2 | 0.1000 ± 0.0100 | 0.2000 ± 0.0000 | 0.0000 ± 0.0000 | - | - |"
     assert row.format("early stopping") in text and row.format("capped 18 min") in text
     assert "| toy | cold | fused-id | lite:text | early stopping | 2 | 0.1200 ± 0.0200 | - | - | - | - |" in text
+    # A content-only row says how it maps content: a report made before model.content_mlp used the linear map.
+    text_row = "| toy | cold | text | lite:text ({}) | {} | 2 | 0.0700 ± 0.0000 | - | - | - | - |"
+    assert text_row.format("linear map", "early stopping") in text
+    assert text_row.format("MLP map", "capped 18 min") in text
     # A baseline trains nothing: the two reports' pop cells are one row.
     assert text.count("| toy | cold | pop | training counts | none | 2 | 0.0500 ± 0.0000 | - | - | - | - |") == 1
     assert "seen items excluded" in text
