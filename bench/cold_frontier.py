@@ -110,8 +110,8 @@ def render(result: dict) -> str:
 def render_floor(result: dict, knn: float | None) -> list[str]:
     floor = result["floor"]
     lines = ["", f"## A cold floor of {floor['cold_floor']:g}, its boost chosen on validation", "",
-             f"Per seed, the smallest boost (steps of {GRID[1]:g}) whose validation cold R@10 is at least {floor['cold_floor']:g} x "
-             "validation warm R@10; then its test numbers.", "",
+             f"Per seed, the smallest boost (steps of {GRID[1]:g}) whose validation cold R@10 is at least "
+             f"{floor['cold_floor']:g} x validation warm R@10; then its test numbers.", "",
              "| seed | boost | valid cold / warm | test N@10 | vs boost 0 | cold R@10 | warm R@10 | cold / warm | "
              "cold / content-knn |", "|---|---|---|---|---|---|---|---|---|"]
     for seed, row in floor["per_seed"].items():
