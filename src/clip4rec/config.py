@@ -66,6 +66,13 @@ class ModelConfig(Strict):
     # in the user's window", so that whether users repeat items is learned from the data. See
     # model.recommender.SequentialRecommender; with exclude_seen it would learn nothing and is not built.
     repeat_term: bool = True
+    # Trained content variants: a cold floor R. After training, a constant boost for every item without training
+    # interactions is fitted on validation: the smallest one (0 to 3 by 1/8, then coarser) whose validation cold
+    # R@10 is at least R x validation warm R@10 (train.calibrate.fit_cold_boost). It is one more table column,
+    # so evaluation and serving (items published later included) apply it at no cost per request. For a
+    # catalogue that must show new items; it costs overall accuracy (docs/content_recipes.md, cold section).
+    # Needs a split whose validation has targets without training interactions (split.kind cold). None = off.
+    cold_floor: float | None = Field(None, gt=0.0, le=1.0)
 
 
 class TrainConfig(Strict):

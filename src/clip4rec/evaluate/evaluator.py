@@ -31,7 +31,7 @@ def evaluate(run: Run | str | Path, progress: bool = True) -> dict[str, Any]:
     for name, cases in (("test", run.test), ("valid", run.valid)):
         rankings = _rank(run, cases, ev.exclude_seen, min(ev.run_depth, run.n_items), progress)
         out[name] = evaluate_rankings(rankings, cases.targets, run.train_counts, _cold(run), ks=tuple(ev.ks),
-                                      item_vectors=run.item_table.cpu().numpy(), n_boot=ev.n_boot,
+                                      item_vectors=run.model.item_vectors(run.item_table).cpu().numpy(), n_boot=ev.n_boot,
                                       seed=run.config.seed)
         write_run(run.root / f"{name}.run.trec", cases.user_ids, rankings, run.item_ids,
                   tag=f"clip4rec-{run.config.model.variant}")

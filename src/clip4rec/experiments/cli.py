@@ -53,6 +53,9 @@ def register_train(app: typer.Typer) -> None:
         lr: Optional[float] = typer.Option(None, "--lr", show_default=_default(t.lr)),
         device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N",
                                              show_default=_default(t.device)),
+        cold_floor: Optional[float] = typer.Option(
+            None, "--cold-floor", help="content variants, cold split: boost items without training interactions "
+            "until validation cold R@10 >= this x warm R@10 (model.cold_floor)", show_default=_default("off")),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML config file"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
@@ -67,7 +70,7 @@ def register_train(app: typer.Typer) -> None:
                                "train.max_epochs": epochs, "train.patience": patience,
                                "train.warmup_epochs": warmup,
                                "train.time_limit_s": time_limit, "train.batch_size": batch_size, "train.lr": lr,
-                               "train.device": device})
+                               "train.device": device, "model.cold_floor": cold_floor})
         try:
             if backbone not in (None, "smollm2"):  # a full name sets the tower's llm_* fields too
                 cfg = cfg.model_copy(update={"model": parse_backbone(backbone).apply(cfg.model)})
@@ -80,6 +83,12 @@ def register_train(app: typer.Typer) -> None:
         if t.get("epochs_run"):
             typer.echo(f"kept epoch {t['best_epoch']} of {t['epochs_run']} (best validation NDCG@10; stopped by "
                        f"{t['stopped_by']}; patience counts after {cfg.train.warmup_epochs} warm-up epochs)")
+        boost = t.get("cold_boost")
+        if boost:
+            typer.echo(f"cold boost {boost['chosen']:g}: the smallest whose validation cold R@10 reaches "
+                       f"{boost['floor']:g} x warm R@10" if boost["reached"] else
+                       f"cold boost {boost['chosen']:g}, the largest tried: validation cold R@10 stays below "
+                       f"{boost['floor']:g} x warm R@10")
         typer.echo(metrics_table(metrics, metrics=SUMMARY_METRICS))
 
 

@@ -11,7 +11,7 @@ from clip4rec.data.dataset import Dataset
 from clip4rec.evaluate.evaluator import evaluate
 from clip4rec.files import write_json
 from clip4rec.model.artifact import Run
-from clip4rec.train.calibrate import RULE, fit_content_weight
+from clip4rec.train.calibrate import RULE, fit_cold_boost, fit_content_weight
 from clip4rec.train.run import train
 
 
@@ -37,6 +37,9 @@ def fit_content_weight_of_finished(run_dir: str | Path, progress: bool = False) 
     ev = run.config.eval
     record = fit_content_weight(run.model, run.valid, ev.exclude_seen, ev.batch_size)
     training["content_weight"] = record
+    if getattr(run.model.item_side, "cold_column", False):  # fitted on the content weight, so again after it
+        training["cold_boost"] = fit_cold_boost(run.model, run.valid, run.config.model.cold_floor, ev.exclude_seen,
+                                                ev.batch_size)
     if record is not None:
         run.save(run_dir)
         metrics = evaluate(run, progress=progress)

@@ -23,6 +23,13 @@ from clip4rec.model.user_tower import CausalTransformer
 
 VARIANTS: tuple[str, ...] = get_args(ModelConfig.model_fields["variant"].annotation)  # named once, in config
 TRAINING_FREE = ("pop", "content-knn")
+CONTENT_TRAINED = ("text", "image", "fused", "fused-id")  # the variants with a ContentIdItems item side
+
+
+def has_cold_column(config: Config) -> bool:
+    """Does a model of this config carry the cold column (model.cold_floor)? Only the trained content variants:
+    the others ignore the setting, so a comparison grid can hold them beside the content variants."""
+    return config.model.cold_floor is not None and config.model.variant in CONTENT_TRAINED
 
 
 def seed_everything(seed: int) -> None:
@@ -58,7 +65,7 @@ def build_model(config: Config, train_counts: np.ndarray, content: Content | Non
     else:
         item_side = ContentIdItems(content, train_counts, m.hidden, use_ids=m.variant == "fused-id",
                                    id_dropout=m.id_dropout, graph_k=m.graph_k, whiten=m.content_whiten,
-                                   mlp=m.content_mlp)
+                                   mlp=m.content_mlp, cold_column=has_cold_column(config))
     return _with_tower(m, item_side, repeat_term=has_repeat_term(config))
 
 
@@ -123,5 +130,6 @@ def empty_model(config: Config, n_items: int, shapes: list[dict[str, Any]],
     else:
         item_side = ContentIdItems.empty(names, [s["raw_dim"] for s in shapes], dims, n_items, m.hidden,
                                          use_ids=m.variant == "fused-id", id_dropout=m.id_dropout,
-                                         graph_k=m.graph_k, mlp=m.content_mlp)
+                                         graph_k=m.graph_k, mlp=m.content_mlp,
+                                         cold_column=has_cold_column(config))
     return _with_tower(m, item_side, llm, repeat_term=has_repeat_term(config))

@@ -54,11 +54,16 @@ class ContentIdItems(nn.Module):
 
     As a table (what serving scores against): rows [r_i, c_i]; the user vector is [tower output,
     knn_scale * profile]. One dot product gives both terms.
+
+    With `cold_column` (model.cold_floor), rows are [r_i, c_i, 1 if item i had no training interactions else 0]
+    and the user vector ends with `cold_boost` (fitted on validation after training): a constant added to every
+    such item's score, items published later included.
     """
 
     def __init__(self, modalities: dict[str, tuple[np.ndarray, np.ndarray]], train_counts: np.ndarray,
                  hidden: int, use_ids: bool, id_dropout: float = 0.0, init_std: float = 0.02,
-                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0, mlp: int = 0):
+                 knn_scale: float = 1.0, graph_k: int = 0, whiten: float = 0.0, mlp: int = 0,
+                 cold_column: bool = False):
         super().__init__()
         if not modalities:
             raise ValueError("a content item side needs at least one modality")
@@ -75,8 +80,9 @@ class ContentIdItems(nn.Module):
             self.register_buffer(f"basis_{i}", torch.from_numpy(basis.astype(np.float32)))
             blocks.append(self._content_block(vectors, mask, i))
         content = np.concatenate(blocks, axis=1)
-        self.dims, self.channel_dims = [b.shape[1] for b in blocks], content.shape[1]
+        self.dims = [b.shape[1] for b in blocks]
         self.register_buffer("content", torch.from_numpy(content))
+        self._add_cold_column(torch.from_numpy(np.asarray(train_counts) == 0) if cold_column else None)
         self.register_buffer("seen", torch.from_numpy(np.asarray(train_counts) > 0) if use_ids
                              else torch.zeros(len(train_counts), dtype=torch.bool))
         weight, bias = content_pca_init(content, hidden, init_std)
@@ -102,26 +108,36 @@ class ContentIdItems(nn.Module):
 
     @classmethod
     def empty(cls, names: list[str], raw_dims: list[int], dims: list[int], n_items: int, hidden: int,
-              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0, mlp: int = 0) -> "ContentIdItems":
+              use_ids: bool, id_dropout: float = 0.0, graph_k: int = 0, mlp: int = 0,
+              cold_column: bool = False) -> "ContentIdItems":
         """The same modules and buffer shapes, zero-filled and computed from nothing: the skeleton a saved Run
         fills with load_state_dict, so loading one needs neither its stores nor the standardisation and SVD."""
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self.names, self.use_ids, self.id_dropout = list(names), use_ids, id_dropout
-        self.raw_dims, self.dims, self.channel_dims = list(raw_dims), list(dims), sum(dims)
+        self.raw_dims, self.dims = list(raw_dims), list(dims)
         for i, (raw, dim) in enumerate(zip(raw_dims, dims)):
             self.register_buffer(f"mean_{i}", torch.zeros(raw))
             self.register_buffer(f"basis_{i}", torch.zeros(raw, dim))
-        self.register_buffer("content", torch.zeros(n_items, self.channel_dims))
+        self.register_buffer("content", torch.zeros(n_items, sum(dims)))
+        self._add_cold_column(torch.zeros(n_items, dtype=torch.bool) if cold_column else None)
         self.register_buffer("seen", torch.zeros(n_items, dtype=torch.bool))
-        self.mapper = nn.Linear(self.channel_dims, hidden)
-        self.adapter = content_adapter(self.channel_dims, hidden, mlp) if not use_ids else None
+        self.mapper = nn.Linear(self.content.shape[1], hidden)
+        self.adapter = content_adapter(self.content.shape[1], hidden, mlp) if not use_ids else None
         self.knn_scale = nn.Parameter(torch.zeros(len(dims)))
         self._add_content_weight()
         if use_ids:
             self.ids = nn.Embedding(n_items, hidden)
         self._add_graph(graph_k)
         return self
+
+    def _add_cold_column(self, untrained: torch.Tensor | None) -> None:
+        """channel_dims: the table's columns after the ID part (the content block, then the cold column if any)."""
+        self.cold_column = untrained is not None
+        self.channel_dims = self.content.shape[1] + int(self.cold_column)
+        if self.cold_column:
+            self.register_buffer("untrained", untrained)   # bool per item: no training interactions
+            self.register_buffer("cold_boost", torch.zeros(()))  # set by train.calibrate.fit_cold_boost
 
     def _add_graph(self, k: int) -> None:
         # Only fused-id has ID rows to borrow. The weight starts small (0.2): on ML-100K, post hoc, mixing a fifth
@@ -170,17 +186,24 @@ class ContentIdItems(nn.Module):
         known = self.seen
         if self.training and self.id_dropout > 0 and self.use_ids:
             known = known & (torch.rand(len(known), device=known.device) >= self.id_dropout)
-        return torch.cat([self._rows(known), self.content], dim=1)
+        columns = [self._rows(known), self.content]
+        if self.cold_column:
+            columns.append(self.untrained[:, None].to(self.content.dtype))
+        return torch.cat(columns, dim=1)
 
     def profile(self, items: torch.Tensor, mask: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, channel_dims]: per modality, its knn_scale x the normalised sum of the history's content
         vectors so far (causal; the one t steps back weighted by knn_recency^t), so that profile . c_i =
-        sum_m knn_scale_m * cos_m / sqrt(M). `content`: the content columns of the table being scored (default: the trained items'), which a service extends with
-        every item it publishes, so that a history may hold one."""
-        content = self.content if content is None else content
+        sum_m knn_scale_m * cos_m / sqrt(M); with a cold column, followed by cold_boost. `content`: the table's
+        last channel_dims columns (default: the trained items'), which a service extends with every item it
+        publishes, so that a history may hold one."""
+        content = self.content if content is None else content[:, :self.content.shape[1]]
         history = recency_cumsum(F.embedding(items.clamp(min=0), content) * mask[..., None],
                                  float(self.knn_recency))
-        return normalised_blocks(history, self.dims, self.knn_scale * self.content_weight)
+        profile = normalised_blocks(history, self.dims, self.knn_scale * self.content_weight)
+        if not self.cold_column:
+            return profile
+        return torch.cat([profile, self.cold_boost.to(profile.dtype).expand(*profile.shape[:-1], 1)], dim=-1)
 
     def vector_for(self, content: dict[str, np.ndarray], index: int | None = None) -> torch.Tensor:
         """Scoring-table row of a new item from raw encoder vectors by modality name (missing: zero). For a
@@ -198,7 +221,10 @@ class ContentIdItems(nn.Module):
             if self.graph_k:  # its neighbours by the content it is published with
                 row = row + self._graph_term(content_neighbours(c[None], self.content, self.seen, self.graph_k,
                                                                 exclude=index)[0])
-            return torch.cat([row, c])
+            if not self.cold_column:
+                return torch.cat([row, c])
+            untrained = index is None or bool(self.untrained[index])  # a new item has no training interactions
+            return torch.cat([row, c, torch.tensor([float(untrained)])])
 
 
 def content_adapter(d_in: int, hidden: int, width: int) -> nn.Module | None:

@@ -37,6 +37,11 @@ class SequentialRecommender(nn.Module):
     def item_table(self) -> torch.Tensor:
         return self.item_side()
 
+    def item_vectors(self, table: torch.Tensor) -> torch.Tensor:
+        """The rows of a scoring table as item vectors (for item-item similarity): without the cold column, a
+        score offset (model.cold_floor) that would make every two cold items alike."""
+        return table[:, : table.shape[1] - int(getattr(self.item_side, "cold_column", False))]
+
     def hidden_states(self, items: torch.Tensor, mask: torch.Tensor, table: torch.Tensor,
                       inputs_from: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors at every position: the tower's output, followed by the item side's content profile

@@ -347,7 +347,7 @@ class ServiceState:
             i = self.lookup(item_id, snap)
             if i is None:
                 raise ServeError(f"unknown item id {item_id!r}", 404)
-            table = snap.table
+            table = self.model.item_vectors(snap.table)
             norms = torch.linalg.vector_norm(table, dim=1).clamp_min(1e-12)
             scores = torch.mv(table, table[i]) / (norms * norms[i])
             (top, values), = exact_top_k(scores[None], k, [[i]])

@@ -9,6 +9,8 @@ the one with the best validation NDCG@10 if it beats the learned scales on valid
 item side's `content_weight`: the saved model, its evaluation and serving all use it, at no cost per request.
 Without the test, ML-100K moved 5 of 10 Runs for validation gains under 1% (paired p 0.3-0.5), and lost 0.9%
 of test NDCG@10 doing so; with it, no ML-100K Run moves.
+
+With model.cold_floor, the cold boost is fitted last (fit_cold_boost), on the content weight chosen here.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def fit_content_weight(model: SequentialRecommender, cases: EvalCases, exclude_s
     if getattr(side, "content_weight", None) is None or not len(cases.targets):
         return None
     model.eval()
+    if side.cold_column:
+        side.cold_boost.zero_()  # the content columns' product then holds the content term alone; refit after
     channel = side.channel_dims
     trained = 1.0  # every content variant is trained with the plain sum (docs/content_recipes.md, item 14)
     tried = tuple(dict.fromkeys((trained, *recencies)))
@@ -83,3 +87,50 @@ def fit_content_weight(model: SequentialRecommender, cases: EvalCases, exclude_s
             "valid_ndcg@10_by_recency": {f"{r:g}": [ndcg[(r, w)] for w in weights] for r in tried},
             "best": best[1], "best_recency": best[0], "paired_p": p, "chosen": chosen[1],
             "chosen_recency": chosen[0], "knn_scale": [float(v) for v in side.knn_scale.detach().cpu()]}
+
+
+# Boosts tried for the cold floor, smallest first: fine steps where the published Runs' choices fell (0.625-1.75 on
+# ML-100K, 0 on Beauty; bench/cold_frontier.py), then coarser ones for a catalogue whose scores are larger.
+COLD_BOOSTS = tuple(k / 8 for k in range(25)) + (4.0, 6.0, 8.0, 12.0, 16.0)
+
+
+def cold_floor_cases(untrained: np.ndarray, cases: EvalCases) -> np.ndarray:
+    """Bool per case: its target had no training interactions. Raises if the cases hold no such target or only
+    such targets (a cold floor compares cold with warm recall), naming what to change."""
+    cold_case = untrained[np.asarray(cases.targets, dtype=np.int64)]
+    if not cold_case.any() or cold_case.all():
+        raise ValueError(f"model.cold_floor is fitted on validation cases with cold and warm targets; this split's "
+                         f"validation has {int(cold_case.sum())} of {len(cold_case)} targets without training "
+                         "interactions (use split.kind cold, or unset model.cold_floor)")
+    return cold_case
+
+
+def fit_cold_boost(model: SequentialRecommender, cases: EvalCases, floor: float, exclude_seen: bool,
+                   batch_size: int = 1024, boosts: tuple[float, ...] = COLD_BOOSTS) -> dict[str, Any]:
+    """Set the model's cold boost (item_side.cold_boost, added to the score of every item without training
+    interactions) to the smallest of `boosts` whose R@10 on the validation `cases` with such a target is at least
+    `floor` x R@10 on the others; to the largest if none is (recorded as not reached: the model is kept either
+    way). Sets, never adds, so fitting twice gives the same model. Returns what was tried and chosen."""
+    side = model.item_side
+    cold_case = cold_floor_cases(side.untrained.cpu().numpy(), cases)
+    model.eval()
+    side.cold_boost.zero_()
+    hits: dict[float, list[np.ndarray]] = {b: [] for b in boosts}
+    with torch.inference_mode():
+        table = model.item_table()
+        flag = side.untrained.to(table.dtype)
+        for start in range(0, len(cases.targets), batch_size):
+            histories = cases.histories[start:start + batch_size]
+            targets = cases.targets[start:start + batch_size]
+            scores = model.score(histories, table)  # at boost 0; a boost b adds b to each cold item's score
+            for b in boosts:
+                ranks = target_ranks(scores + b * flag, targets, histories if exclude_seen else None)
+                hits[b].append((ranks <= 10).cpu().numpy())
+    cold = {b: float(np.concatenate(h)[cold_case].mean()) for b, h in hits.items()}
+    warm = {b: float(np.concatenate(h)[~cold_case].mean()) for b, h in hits.items()}
+    met = [b for b in boosts if cold[b] >= floor * warm[b]]
+    chosen = min(met) if met else max(boosts)
+    side.cold_boost.fill_(chosen)
+    return {"floor": floor, "boosts": list(boosts), "valid_cold_recall@10": [cold[b] for b in boosts],
+            "valid_warm_recall@10": [warm[b] for b in boosts], "valid_cold_cases": int(cold_case.sum()),
+            "chosen": chosen, "reached": bool(met)}

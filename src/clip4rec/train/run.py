@@ -15,7 +15,7 @@ from clip4rec.data.dataset import Dataset
 from clip4rec.files import write_json
 from clip4rec.machine import machine_info, versions
 from clip4rec.model.artifact import CONFIG, SPLIT, Run
-from clip4rec.model.build import TRAINING_FREE, build_model, has_repeat_term, split_for
+from clip4rec.model.build import TRAINING_FREE, build_model, has_cold_column, has_repeat_term, split_for
 from clip4rec.model.modalities import SLOTS, content_for
 from clip4rec.train.memory import PeakMemory
 from clip4rec.train.trainer import train_model
@@ -51,7 +51,7 @@ def train(dataset: Dataset | str | Path, out: str | Path, config: Config | None 
                 "train_seconds": result.train_seconds, "stopped_by": result.stopped_by, "parameters": n_params,
                 "parameters_trainable": n_trainable, "peak_memory": peak.result(),
                 "machine": machine_info(config.train.device), "history": result.history,
-                "content_weight": result.content_weight}
+                "content_weight": result.content_weight, "cold_boost": result.cold_boost}
     write_json(run_dir / "training.json", training)
     run = Run.from_training(record, dataset, split, model)
     run.save(run_dir)
@@ -88,5 +88,7 @@ def _settings_that_count(config: Config) -> dict[str, Any]:
     if config.model.variant in ("id", "fused-id", *TRAINING_FREE):  # no content-only map to widen
         settings["model"]["content_mlp"] = 0
     settings["model"]["repeat_term"] = has_repeat_term(config)  # not built under exclude_seen: same Run either way
+    if not has_cold_column(config):  # a variant without a content item side ignores the cold floor
+        settings["model"]["cold_floor"] = None
     return settings
 

@@ -22,7 +22,7 @@ from clip4rec.model.artifact import WEIGHTS as BEST_WEIGHTS
 from clip4rec.model.build import seed_everything
 from clip4rec.model.recommender import SequentialRecommender, pad_right
 from clip4rec.ranking import case_metrics, rank_cases
-from clip4rec.train.calibrate import fit_content_weight
+from clip4rec.train.calibrate import cold_floor_cases, fit_cold_boost, fit_content_weight
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -105,6 +105,7 @@ class TrainResult:
     stopped_by: str
     history: list[dict[str, Any]]
     content_weight: dict[str, Any] | None = None  # train.calibrate.fit_content_weight's record
+    cold_boost: dict[str, Any] | None = None      # train.calibrate.fit_cold_boost's record (model.cold_floor)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,6 +139,9 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
         torch.set_num_threads(tcfg.threads)
     device = resolve_device(tcfg.device)
     seed_everything(config.seed)
+    cold_column = getattr(model.item_side, "cold_column", False)
+    if cold_column:  # before any training: a split it cannot be fitted on is an error now, not after hours
+        cold_floor_cases(split.train_counts == 0, split.valid)
     model.to(device)
     if not any(p.requires_grad for p in model.parameters()):
         return _fit_training_free(model, split, config, run_dir)
@@ -204,10 +208,14 @@ def train_model(model: SequentialRecommender, split: Split, config: Config, run_
     model.load_state_dict(load_file(run_dir / BEST_WEIGHTS))
     # The Run saved next holds the fitted weight; a resumed run fits it again to the same value (it is set).
     content_weight = fit_content_weight(model, split.valid, config.eval.exclude_seen, config.eval.batch_size)
+    cold_boost = None
+    if cold_column:
+        cold_boost = fit_cold_boost(model, split.valid, config.model.cold_floor, config.eval.exclude_seen,
+                                    config.eval.batch_size)
     epochs = len(state["history"])
     per_epoch = float(np.mean([h["epoch_s"] for h in state["history"]])) if epochs else 0.0
     return TrainResult(state["best_epoch"], state["best"], epochs, per_epoch, state["train_seconds"],
-                       stopped_by, state["history"], content_weight)
+                       stopped_by, state["history"], content_weight, cold_boost)
 
 
 def _fit_training_free(model: SequentialRecommender, split: Split, config: Config, run_dir: Path) -> TrainResult:
