@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from clip4rec.data.splits import EvalCases
+from clip4rec.experiments.compare import cold_boosts
+from clip4rec.experiments.report import _cold_boost_lines
 from clip4rec.model.artifact import Run
 from clip4rec.ranking import rank_cases
 from clip4rec.serve.state import ServiceState
@@ -147,3 +149,19 @@ def test_variants_without_a_content_item_side_ignore_the_floor(toy, tmp_path):
     floored = content.model_copy(deep=True)
     floored.model.cold_floor = FLOOR
     assert not made_with({"config": content.model_dump(), "dataset": str(dataset.root)}, floored, dataset)
+
+
+def test_a_comparison_report_shows_each_seeds_boost(toy):
+    fitted = json.loads((toy / "fused-id" / "training.json").read_text())
+    record = fitted["cold_boost"]
+    i = record["boosts"].index(record["chosen"])
+    summary = cold_boosts([fitted, {"cold_boost": None}])  # a seed trained without a floor shows as "-"
+    assert summary == {"floor": FLOOR, "boost": [record["chosen"], None], "reached": [record["reached"], None],
+                       "valid_cold_recall@10": [record["valid_cold_recall@10"][i], None],
+                       "valid_warm_recall@10": [record["valid_warm_recall@10"][i], None]}
+    assert cold_boosts([{"cold_boost": None}]) is None
+    lines = _cold_boost_lines({"fused-id": {"cold_boost": summary}, "id": {"cold_boost": None}}, ["fused-id", "id"])
+    row = next(line for line in lines if line.startswith("| fused-id"))
+    assert row == (f"| fused-id | {record['chosen']:g}, - | {'yes' if record['reached'] else 'no'}, - | "
+                   f"{record['valid_cold_recall@10'][i]:.4f}, - | {record['valid_warm_recall@10'][i]:.4f}, - |")
+    assert not any(line.startswith("| id") for line in lines)

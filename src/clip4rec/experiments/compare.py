@@ -154,6 +154,7 @@ def aggregate_cells(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "peak_memory_kind": _one_or_all([(t.get("peak_memory") or {}).get("kind") for t in training]),
         "other_protocol": other,
         "knn_fit": knn_fits(training),
+        "cold_boost": cold_boosts(training),
         # What a recipe is chosen by (never the test): validation NDCG@10 over all validation cases.
         "valid_ndcg@10": seed_summary([((r.get("valid") or {}).get("metrics", {}).get("overall") or {}).get("ndcg@10")
                                        for r in runs]),
@@ -171,6 +172,22 @@ def knn_fits(training: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
             "weight": [f.get("chosen") if f else None for f in fits],
             "recency": [f.get("chosen_recency", 1.0) if f else None for f in fits],  # older Runs fitted weight only
             "paired_p": [f.get("paired_p") if f else None for f in fits]}
+
+
+def cold_boosts(training: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per seed, the cold boost train.calibrate kept for model.cold_floor, whether it reached the floor, and the
+    validation cold and warm R@10 at it. None for Runs trained without a cold floor."""
+    fits = [t.get("cold_boost") for t in training]
+    if not any(fits):
+        return None
+
+    def at_chosen(f: dict[str, Any] | None, key: str) -> float | None:
+        return f[key][f["boosts"].index(f["chosen"])] if f else None
+    return {"floor": _one_or_all([f.get("floor") for f in fits if f]),
+            "boost": [f.get("chosen") if f else None for f in fits],
+            "reached": [f.get("reached") if f else None for f in fits],
+            "valid_cold_recall@10": [at_chosen(f, "valid_cold_recall@10") for f in fits],
+            "valid_warm_recall@10": [at_chosen(f, "valid_warm_recall@10") for f in fits]}
 
 
 def _one_or_all(values: Sequence[Any]) -> Any:

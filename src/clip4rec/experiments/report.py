@@ -178,7 +178,7 @@ def _split_tables(report: dict[str, Any], split: str) -> list[str]:
     lines += _table(["variant", "parameters", "train s", "s / epoch", "best epoch", "epochs run"],
                     [[v, str(agg[v]["parameters"]), *(_training_cell(agg[v]["training"][f], f) for f in TRAINING_FIELDS)]
                      for v in variants])
-    return lines + _knn_fit_lines(agg, variants) + _tower_lines(report, split)
+    return lines + _knn_fit_lines(agg, variants) + _cold_boost_lines(agg, variants) + _tower_lines(report, split)
 
 
 def _knn_fit_lines(agg: dict[str, Any], variants: Sequence[str]) -> list[str]:
@@ -195,6 +195,24 @@ def _knn_fit_lines(agg: dict[str, Any], variants: Sequence[str]) -> list[str]:
                     [[v, seeds(f["weight"], "g"), seeds(f["recency"], "g"), seeds(f["paired_p"], ".2g")]
                      for v, f in fits.items()]),
             *(f"Rule: {r}." for r in rules), ""]
+
+
+def _cold_boost_lines(agg: dict[str, Any], variants: Sequence[str]) -> list[str]:
+    """The cold boost each Run kept for model.cold_floor (train.calibrate.fit_cold_boost), per seed."""
+    fits = {v: agg[v].get("cold_boost") for v in variants if agg[v].get("cold_boost")}
+    if not fits:
+        return []
+
+    def seeds(values: Sequence[Any], fmt: str) -> str:
+        return ", ".join("-" if x is None else format(x, fmt) for x in values)
+    floors = ", ".join(sorted({format(x, "g") for f in fits.values() for x in _as_list(f["floor"])}))
+    return ["### Cold boost fitted on validation (per seed)", "",
+            *_table(["variant", "boost", "floor reached", "valid cold R@10", "valid warm R@10"],
+                    [[v, seeds(f["boost"], "g"), seeds([None if r is None else "yes" if r else "no" for r in f["reached"]], "s"),
+                      seeds(f["valid_cold_recall@10"], ".4f"), seeds(f["valid_warm_recall@10"], ".4f")]
+                     for v, f in fits.items()]),
+            f"Rule (model.cold_floor {floors}): the smallest boost for items without training interactions whose "
+            "validation cold R@10 is at least the floor x validation warm R@10; the largest tried if none is.", ""]
 
 
 def _tower_lines(report: dict[str, Any], split: str) -> list[str]:
