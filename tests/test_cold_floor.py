@@ -165,3 +165,25 @@ def test_a_comparison_report_shows_each_seeds_boost(toy):
     assert row == (f"| fused-id | {record['chosen']:g}, - | {'yes' if record['reached'] else 'no'}, - | "
                    f"{record['valid_cold_recall@10'][i]:.4f}, - | {record['valid_warm_recall@10'][i]:.4f}, - |")
     assert not any(line.startswith("| id") for line in lines)
+
+
+def test_a_refit_of_the_knn_term_fits_the_boost_again(toy, tmp_path):
+    """compare refits a finished Run's knn term when its rule changed; the boost, fitted on that term, follows."""
+    import shutil
+
+    from clip4rec.experiments.pipeline import fit_content_weight_of_finished
+    old = tmp_path / "old"
+    shutil.copytree(toy / "fused-id", old)
+    training = json.loads((old / "training.json").read_text())
+    training["content_weight"]["rule"] = "an older rule"
+    training["cold_boost"] = None
+    (old / "training.json").write_text(json.dumps(training))
+    run = Run.load(old)
+    with torch.no_grad():
+        run.model.item_side.cold_boost.fill_(9.0)
+    run.save(old)
+    assert fit_content_weight_of_finished(old) is True
+    refit = json.loads((old / "training.json").read_text())["cold_boost"]
+    expected = json.loads((toy / "fused-id" / "training.json").read_text())["cold_boost"]
+    assert refit == expected and float(Run.load(old).model.item_side.cold_boost) == expected["chosen"]
+    assert json.loads((old / "metrics.json").read_text())["training"]["cold_boost"] == expected
