@@ -46,6 +46,10 @@ def seed_dirs(report: Path, variant: str) -> list[Path]:
 
 def frontier(run: Run) -> list[dict[str, float]]:
     """Per boost: NDCG@10 and cold and warm R@10 on validation and on test (seen items excluded as in the Run)."""
+    side = run.model.item_side
+    if getattr(side, "cold_column", False):  # a Run trained with model.cold_floor: the grid starts from no boost
+        with torch.no_grad():
+            side.cold_boost.zero_()
     cold = torch.from_numpy(run.cold_items).float()
     shifts = {str(boost): boost * cold for boost in GRID}
     rows: list[dict[str, float]] = [{"boost": boost} for boost in GRID]
