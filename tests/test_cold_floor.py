@@ -187,3 +187,19 @@ def test_a_refit_of_the_knn_term_fits_the_boost_again(toy, tmp_path):
     expected = json.loads((toy / "fused-id" / "training.json").read_text())["cold_boost"]
     assert refit == expected and float(Run.load(old).model.item_side.cold_boost) == expected["chosen"]
     assert json.loads((old / "metrics.json").read_text())["training"]["cold_boost"] == expected
+
+
+def test_the_bench_frontier_of_a_floor_run_starts_from_no_boost(toy):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("cold_frontier",
+                                                  Path(__file__).resolve().parents[1] / "bench" / "cold_frontier.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = Run.load(toy / "text")
+    with torch.no_grad():
+        run.model.item_side.cold_boost.fill_(0.0)
+    plain = bench.frontier(run)
+    with torch.no_grad():
+        run.model.item_side.cold_boost.fill_(40.0)
+    assert bench.frontier(run) == plain
