@@ -60,6 +60,9 @@ def table(report_dirs: list[Path]) -> str:
                     if variant != "pop" else "training counts"
                 if variant.partition("/")[0] in CONTENT_ONLY:
                     vectors += f" ({content_map(report)})"
+                floor = report["base_config"].get("model", {}).get("cold_floor")
+                if floor is not None and variant.partition("/")[0] in (*CONTENT_ONLY, "fused-id"):
+                    vectors += f", cold floor {floor:g}"  # its cold items boosted: model.cold_floor
                 values = [cell((agg["metrics"].get(seg) or {}).get(metric)) for seg, metric, _ in COLUMNS]
                 row = (f"| {name} | {split} | {variant} | {vectors} | {training(report, variant)} | {seeds} | "
                        + " | ".join(values) + " |")
